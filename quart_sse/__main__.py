@@ -1,0 +1,3 @@
+from quart_sse.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""The sessions: create, list, read, clear, delete."""
+
+from __future__ import annotations
+
+import uuid
+
+from quart import Blueprint
+from quart_schema import document_response
+
+from quart_sse import errors
+from quart_sse.errors import APIError
+from quart_sse.runtime import runtime
+from quart_sse.schemas import (
+    ErrorBody,
+    SessionCleared,
+    SessionCreated,
+    SessionDeleted,
+    SessionDetail,
+    SessionList,
+)
+from quart_sse.stores.base import Session, now_iso
+
+bp = Blueprint("sessions", __name__)
+
+
+def _not_found(session_id: str) -> APIError:
+    return APIError(404, errors.SESSION_NOT_FOUND, f"no session {session_id}")
+
+
+async def _session(session_id: str) -> Session:
+    session = await runtime().store.get_session(session_id)
+    if session is None:
+        raise _not_found(session_id)
+    return session
+
+
+@bp.post("/sessions/new")
+@document_response(SessionCreated, 201)
+async def new_session() -> tuple[dict[str, str], int]:
+    """Create an empty session."""
+    rt = runtime()
+    session = await rt.store.create_session(uuid.uuid4().hex, rt.provider.model, now_iso())
+    rt.stats.sessions_created += 1
+    return {"session_id": session.session_id, "model": session.model, "created_at": session.created_at}, 201
+
+
+@bp.get("/sessions")
+@document_response(SessionList)
+async def list_sessions() -> dict[str, object]:
+    """All sessions, oldest first."""
+    sessions = await runtime().store.list_sessions()
+    items = [
+        {"session_id": s.session_id, "message_count": len(s.messages), "created_at": s.created_at,
+         "last_activity": s.last_activity}
+        for s in sessions
+    ]
+    return {"sessions": items, "count": len(items)}
+
+
+@bp.get("/sessions/<session_id>")
+@document_response(SessionDetail)
+@document_response(ErrorBody, 404)
+async def get_session(session_id: str) -> dict[str, object]:
+    """A session with its whole history (answers cut short carry ``"interrupted": true``)."""
+    session = await _session(session_id)
+    messages = session.messages
+    users = sum(1 for m in messages if m.role == "user")
+    return {
+        "session_id": session.session_id,
+        "model": session.model,
+        "created_at": session.created_at,
+        "last_activity": session.last_activity,
+        "message_count": len(messages),
+        "user_messages": users,
+        "ai_messages": len(messages) - users,
+        "messages": [m.to_json() for m in messages],
+        "generating": session.generating,
+    }
+
+
+@bp.delete("/sessions/<session_id>")
+@document_response(SessionDeleted)
+@document_response(ErrorBody, 404)
+async def delete_session(session_id: str) -> dict[str, str]:
+    """Delete a session; a generation running in it is cancelled first."""
+    rt = runtime()
+    await _session(session_id)
+    await rt.generations.cancel_session(session_id)
+    if not await rt.store.delete_session(session_id):
+        raise _not_found(session_id)
+    return {"deleted": session_id}
+
+
+@bp.post("/sessions/<session_id>/clear")
+@document_response(SessionCleared)
+@document_response(ErrorBody, 404)
+async def clear_session(session_id: str) -> dict[str, object]:
+    """Forget a session's history; a generation running in it is cancelled first."""
+    rt = runtime()
+    await _session(session_id)
+    await rt.generations.cancel_session(session_id)
+    if not await rt.store.clear_session(session_id):
+        raise _not_found(session_id)
+    return {"session_id": session_id, "message_count": 0}

@@ -1,0 +1,104 @@
+"""/, /health, /stats, /metrics, and the /docs assets served from the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from quart import Blueprint, Response, current_app, send_from_directory
+from quart_schema import document_response, hide
+
+from quart_sse import __version__
+from quart_sse.metrics import prometheus_text
+from quart_sse.runtime import Runtime, runtime
+from quart_sse.schemas import Health, ServerInfo, Stats
+
+bp = Blueprint("system", __name__)
+
+
+@bp.get("/")
+@document_response(ServerInfo)
+async def index() -> dict[str, object]:
+    """Server name, version, model, and the list of endpoints."""
+    rt = runtime()
+    endpoints = sorted(
+        {f"{method} {rule.rule}" for rule in current_app.url_map.iter_rules()
+         for method in sorted(rule.methods or ()) if method not in ("HEAD", "OPTIONS")
+         and not rule.rule.startswith(("/static", "/docs/assets"))},
+        key=lambda e: (e.split(" ", 1)[1], e),
+    )
+    return {
+        "name": "quart-sse", "version": __version__, "model": rt.provider.model,
+        "provider": rt.provider.name, "store": rt.store.name, "endpoints": endpoints,
+    }
+
+
+@bp.get("/health")
+@document_response(Health)
+async def health() -> dict[str, object]:
+    """Liveness and load: active streams and sessions, model, store."""
+    rt = runtime()
+    return {
+        "status": "ok",
+        "active_streams": rt.stats.streams_active,
+        "active_sessions": await rt.store.count_sessions(),
+        "uptime_s": round(rt.stats.uptime, 3),
+        "model": rt.provider.model,
+        "store": rt.store.name,
+        "provider": rt.provider.name,
+        "offline_model": rt.provider.name == "simulated",
+    }
+
+
+def stats_body(rt: Runtime, active_sessions: int) -> dict[str, object]:
+    s = rt.stats
+    return {
+        "uptime_s": round(s.uptime, 3),
+        "total_requests": s.requests_total,
+        "successful_requests": s.requests_ok,
+        "failed_requests": s.requests_failed,
+        "streams_started": s.streams_started,
+        "streams_completed": s.streams_completed,
+        "streams_failed": s.streams_failed,
+        "active_streams": s.streams_active,
+        "chunks_sent": s.chunks_sent,
+        "average_response_time_s": round(s.average_response_time(), 4),
+        "sessions_created": s.sessions_created,
+        "active_sessions": active_sessions,
+        "model": rt.provider.model,
+        "provider": rt.provider.name,
+        "store": rt.store.name,
+        "engine": rt.engine_counts(),
+    }
+
+
+@bp.get("/stats")
+@document_response(Stats)
+async def stats() -> dict[str, object]:
+    """Server statistics; ``engine`` counts what the stream engine holds right now."""
+    rt = runtime()
+    return stats_body(rt, await rt.store.count_sessions())
+
+
+@bp.get("/metrics")
+async def metrics() -> Response:
+    """The same figures in Prometheus text format."""
+    rt = runtime()
+    sessions = await rt.store.count_sessions()
+
+    def gauges() -> dict[str, float]:
+        return {"sessions_active": sessions, **rt.engine_counts()}
+
+    return Response(prometheus_text(rt.stats, gauges), 200, {"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def swagger_assets() -> Path:
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    return Path(str(swagger_ui_path))
+
+
+@bp.get("/docs/assets/<path:name>")
+@hide
+async def docs_asset(name: str) -> Response:
+    return await send_from_directory(swagger_assets(), name)

@@ -1,0 +1,253 @@
+"""Generations: background tasks that read the model and put events into their stream.
+
+A generation runs to its end (or its cancel) whether or not anyone reads its stream.  The
+answer is saved into the session first; only then does the final event (``complete`` or
+``error``) enter the stream, so that a client who sees it can send the next message at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from quart_sse import errors
+from quart_sse.config import Settings
+from quart_sse.metrics import Stats
+from quart_sse.providers.base import LastPiece, Provider, ProviderError
+from quart_sse.sse import encode_chunk, encode_event
+from quart_sse.stores.base import Message, Session, Store, now_iso
+from quart_sse.streams import Channel, LogWriter
+
+log = logging.getLogger("quart_sse.generation")
+
+QUEUE_SIZE = 256
+"""Frames a generation may have queued before it waits for the log writer."""
+
+
+def events_url(stream_id: str) -> str:
+    return f"/streams/{stream_id}/events"
+
+
+@dataclass
+class Outcome:
+    """How a generation ended, for the console and the statistics."""
+
+    status: str  # "complete" or an error code
+    chunks: int
+    seconds: float
+    message: str = ""
+
+
+class Generation:
+    """One answer being generated: its task, its channel into the stream, its progress."""
+
+    __slots__ = (
+        "_deadline_handle", "_last_piece", "cancel_code", "channel", "chunks", "client", "done",
+        "finishing", "message_preview", "session_id", "started", "stream_id", "task",
+    )
+
+    def __init__(self, stream_id: str, session_id: str, channel: Channel, client: str, preview: str) -> None:
+        self.stream_id = stream_id
+        self.session_id = session_id
+        self.channel = channel
+        self.client = client
+        self.message_preview = preview
+        self.task: asyncio.Task[None] | None = None
+        self.cancel_code: str | None = None
+        self.chunks = 0
+        self.started = time.monotonic()
+        self.done = asyncio.Event()
+        self.finishing = False
+        self._last_piece = 0.0
+        self._deadline_handle: asyncio.TimerHandle | None = None
+
+    def cancel(self, code: str) -> bool:
+        """Stop the model; the stream ends with an ``error`` event of ``code``."""
+        if self.task is None or self.finishing or self.cancel_code is not None:
+            return False
+        self.cancel_code = code
+        self.task.cancel()
+        return True
+
+
+class Generations:
+    """Starts, tracks and cancels the generations of this process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        provider: Provider,
+        writer: LogWriter,
+        stats: Stats,
+        on_start: Callable[[Generation, int], None] | None = None,
+        on_end: Callable[[Generation, Outcome], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.provider = provider
+        self.writer = writer
+        self.stats = stats
+        self.running: dict[str, Generation] = {}
+        self.by_session: dict[str, Generation] = {}
+        self.accepting = True
+        self._on_start = on_start
+        self._on_end = on_end
+
+    def at_capacity(self) -> bool:
+        return len(self.running) >= self.settings.max_streams
+
+    async def start(self, session: Session, message: str, client: str) -> Generation:
+        """Begin answering ``message`` in ``session``; the caller has made every check.
+
+        Raises 409 if another request took the session's slot first.
+        """
+        stream_id = uuid.uuid4().hex
+        running = await self.store.begin_generation(session.session_id, stream_id)
+        if running is not None:
+            raise errors.APIError(
+                409, errors.GENERATION_RUNNING,
+                f"session {session.session_id} already has a generation running (stream {running})",
+            )
+        await self.store.add_message(session.session_id, Message("user", message, now_iso()))
+        await self.store.create_stream(stream_id, session.session_id)
+        preview = message if len(message) <= 80 else message[:79] + "…"
+        generation = Generation(stream_id, session.session_id, Channel(stream_id, self.writer, QUEUE_SIZE),
+                                client, preview)
+        self.running[stream_id] = generation
+        self.by_session[session.session_id] = generation
+        self.stats.streams_started += 1
+        self.stats.streams_active += 1
+        history = list(session.messages)
+        generation.task = asyncio.create_task(self._run(generation, history), name=f"generation-{stream_id}")
+        if self._on_start is not None:
+            self._on_start(generation, len(self.running))
+        return generation
+
+    async def cancel(self, stream_id: str, code: str = errors.CANCELLED) -> bool:
+        """Cancel a running generation and wait until its final event is in the stream."""
+        generation = self.running.get(stream_id)
+        if generation is None or not generation.cancel(code):
+            return False
+        await generation.done.wait()
+        return True
+
+    async def cancel_session(self, session_id: str) -> None:
+        generation = self.by_session.get(session_id)
+        if generation is not None:
+            await self.cancel(generation.stream_id)
+
+    async def cancel_all(self, code: str) -> None:
+        for generation in list(self.running.values()):
+            generation.cancel(code)
+        await asyncio.gather(*(g.done.wait() for g in list(self.running.values())))
+
+    # The generation task ------------------------------------------------------------------
+
+    async def _run(self, gen: Generation, history: list[Message]) -> None:
+        settings = self.settings
+        channel = gen.channel
+        session_id = gen.session_id
+        stream_id = gen.stream_id
+        model = self.provider.model
+        parts: list[str] = []
+        number = 0
+        event_id = 2
+        status = "complete"
+        error_message = ""
+        finish_reason = "stop"
+        loop = asyncio.get_running_loop()
+        gen._last_piece = loop.time()
+        timeout = settings.model_timeout
+        gen._deadline_handle = loop.call_at(gen._last_piece + timeout, self._check_silence, gen, timeout)
+        try:
+            await channel.put(encode_event(1, {
+                "type": "session_info", "session_id": session_id, "stream_id": stream_id,
+                "model": model, "events_url": events_url(stream_id),
+            }))
+            await channel.put(encode_event(2, {
+                "type": "status", "message": "Generating response...", "context_messages": len(history),
+            }))
+            async for piece in self.provider.stream(history):
+                gen._last_piece = loop.time()
+                if not piece:
+                    continue
+                number += 1
+                event_id += 1
+                parts.append(piece)
+                await channel.put(encode_chunk(event_id, piece, number, type(piece) is LastPiece))
+            gen.chunks = number
+        except asyncio.CancelledError:
+            status = gen.cancel_code or errors.INTERRUPTED
+            error_message = {
+                errors.CANCELLED: "generation cancelled",
+                errors.TIMEOUT: f"the model sent nothing for {timeout:g} s",
+                errors.INTERRUPTED: "the server stopped this generation before the end",
+            }.get(status, status)
+        except ProviderError as exc:
+            status, error_message = exc.code, exc.message
+            if exc.finish_reason:
+                finish_reason = exc.finish_reason
+        except Exception as exc:
+            log.exception("model failure in stream %s", stream_id)
+            status, error_message = errors.MODEL_ERROR, f"the model failed: {type(exc).__name__}"
+        finally:
+            gen.finishing = True
+            if gen._deadline_handle is not None:
+                gen._deadline_handle.cancel()
+        gen.chunks = number
+        await self._finish(gen, history, parts, number, event_id + 1, status, error_message, finish_reason)
+
+    def _check_silence(self, gen: Generation, timeout: float) -> None:
+        """One timer per generation, moved on lazily: fires at most once per ``timeout``."""
+        loop = asyncio.get_running_loop()
+        due = gen._last_piece + timeout
+        if loop.time() >= due:
+            gen.cancel(errors.TIMEOUT)
+        else:
+            gen._deadline_handle = loop.call_at(due, self._check_silence, gen, timeout)
+
+    async def _finish(
+        self, gen: Generation, history: list[Message], parts: list[str], chunks: int, event_id: int,
+        status: str, error_message: str, finish_reason: str,
+    ) -> None:
+        """Save the answer, free the session and the capacity, then put the final event."""
+        stats = self.stats
+        seconds = time.monotonic() - gen.started
+        answer = "".join(parts)
+        try:
+            message_count = len(history)
+            if status == "complete" or answer:
+                count = await self.store.add_message(
+                    gen.session_id, Message("model", answer, now_iso(), interrupted=status != "complete"),
+                )
+                message_count = count if count is not None else len(history) + 1
+            await self.store.end_generation(gen.session_id, gen.stream_id)
+        except Exception:
+            log.exception("could not save the answer of stream %s", gen.stream_id)
+        finally:
+            self.running.pop(gen.stream_id, None)
+            if self.by_session.get(gen.session_id) is gen:
+                del self.by_session[gen.session_id]
+            stats.streams_active -= 1
+            stats.chunks_sent += chunks
+            stats.response_time_total += seconds
+        if status == "complete":
+            stats.streams_completed += 1
+            final = {
+                "type": "complete", "total_chunks": chunks, "processing_time": round(seconds, 4),
+                "message_count": message_count, "finish_reason": finish_reason,
+            }
+        else:
+            stats.streams_failed += 1
+            final = {"type": "error", "message": error_message, "code": status, "session_id": gen.session_id}
+        try:
+            await gen.channel.put(encode_event(event_id, final), final=True)
+        finally:
+            gen.done.set()
+            if self._on_end is not None:
+                self._on_end(gen, Outcome(status, chunks, seconds, error_message))

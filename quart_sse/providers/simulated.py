@@ -1,0 +1,106 @@
+"""The built-in offline model: deterministic, readable, paced; no network, no key.
+
+The same history always gives the same answer; a different latest message or turn count
+gives a different one, and the answer names both, so that tests can compare what a stream
+delivered with what the session saved, and people can see that the context is used.
+``SIM_RESPONSE_CHUNKS`` pieces, ``SIM_CHUNK_DELAY_MS`` before each; with a delay of 0 it
+still yields to the event loop once per piece, as a real model's network read would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import zlib
+from collections.abc import AsyncIterator, Sequence
+
+from quart_sse.providers.base import LastPiece
+from quart_sse.stores.base import Message
+
+_OPENINGS = (
+    "Good question.",
+    "Let me think about that.",
+    "Here is how I see it.",
+    "Thanks for asking.",
+    "That is worth a careful answer.",
+)
+_SENTENCES = (
+    "Streaming lets every listener see the answer grow word by word instead of waiting for the end.",
+    "Each piece travels as a server-sent event with its own id, so a dropped connection loses nothing.",
+    "A client that reconnects sends back the last id it saw and receives exactly what it missed.",
+    "The generation keeps running on the server even when nobody is listening to it.",
+    "Heartbeats keep quiet connections alive through proxies and routers.",
+    "Sessions remember the conversation, so every answer can build on the turns before it.",
+    "Small, steady chunks feel faster to a reader than one large block of text.",
+    "Good systems degrade gently: a slow reader should never slow down anyone else.",
+    "Ids that only ever increase make it easy to spot a gap or a repeat.",
+    "A finished answer stays readable for a while, then the server lets it go.",
+    "Offline models like this one are handy for tests and load runs because they never change their mind.",
+    "Real models send text at an uneven pace, and the stream simply forwards it as it comes.",
+)
+
+
+def _preview(text: str, limit: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+@functools.lru_cache(maxsize=4096)
+def answer_pieces(latest: str, turn: int, n_pieces: int) -> tuple[str, ...]:
+    """The answer to a conversation whose latest user message is ``latest`` at user turn ``turn``.
+
+    Split into ``n_pieces`` pieces of a few words; joined, they are the whole answer.
+    """
+    rng = random.Random(zlib.crc32(f"{turn}\0{latest}".encode()))
+    ordinal = "first" if turn == 1 else f"number {turn}"
+    words = [
+        *rng.choice(_OPENINGS).split(),
+        *f"You said: “{_preview(latest)}” — this is turn {ordinal} of our conversation.".split(),
+    ]
+    sentences = list(_SENTENCES)
+    rng.shuffle(sentences)
+    i = 0
+    # About four words a piece, as a real model's tokens would come.
+    while len(words) < 4 * n_pieces:
+        words.extend(sentences[i % len(sentences)].split())
+        i += 1
+    pieces: list[str] = []
+    start = 0
+    for k in range(n_pieces):
+        end = (k + 1) * len(words) // n_pieces if k < n_pieces - 1 else len(words)
+        end = max(end, start + 1) if k < n_pieces - 1 else end
+        pieces.append(" ".join(words[start:end]) + ("" if k == n_pieces - 1 else " "))
+        start = end
+    return tuple(pieces)
+
+
+def reply_for(history: Sequence[Message], n_pieces: int) -> str:
+    """The whole answer the offline model gives to ``history`` (for tests and load checks)."""
+    latest = history[-1].content if history else ""
+    turn = sum(1 for m in history if m.role == "user")
+    return "".join(answer_pieces(latest, turn, n_pieces))
+
+
+class SimulatedProvider:
+    """The offline model (``MODEL_PROVIDER=simulated``, the default without a key)."""
+
+    name = "simulated"
+    model = "simulated"
+
+    def __init__(self, chunks: int = 30, delay_ms: float = 40.0) -> None:
+        self.chunks = chunks
+        self.delay = delay_ms / 1000.0
+
+    async def stream(self, history: Sequence[Message]) -> AsyncIterator[str]:
+        latest = history[-1].content if history else ""
+        turn = sum(1 for m in history if m.role == "user")
+        pieces = answer_pieces(latest, turn, self.chunks)
+        delay = self.delay
+        last = len(pieces) - 1
+        for i, piece in enumerate(pieces):
+            await asyncio.sleep(delay)
+            yield LastPiece(piece) if i == last else piece
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,40 @@
+"""What the routes share: settings, store, model, log writer, generations, figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from quart import current_app
+
+from quart_sse.config import Settings
+from quart_sse.generation import Generations
+from quart_sse.metrics import Stats
+from quart_sse.providers.base import Provider
+from quart_sse.stores.base import Store
+from quart_sse.streams import LogWriter
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    provider: Provider
+    writer: LogWriter
+    generations: Generations
+    stats: Stats = field(default_factory=Stats)
+
+    def engine_counts(self) -> dict[str, int]:
+        """Everything the engine holds, for the leak checks (readers, tasks, queues, logs)."""
+        running = self.generations.running
+        return {
+            "readers": self.stats.readers_open,
+            "generations": len(running),
+            "generation_tasks": sum(1 for g in running.values() if g.task is not None and not g.task.done()),
+            "queued_frames": sum(g.channel.queue.qsize() for g in running.values()),
+            **self.store.debug_counts(),
+        }
+
+
+def runtime() -> Runtime:
+    rt: Runtime = current_app.extensions["quart_sse"]
+    return rt

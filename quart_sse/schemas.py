@@ -1,0 +1,185 @@
+"""Request and response shapes, for the OpenAPI schema and /docs.
+
+Requests are validated strictly by hand in the routes (API.md: no coercion, and errors in
+its own body shape); these dataclasses document what the routes accept and answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class ChatRequest:
+    """A user message; no ``session_id`` (or null) starts a new session."""
+
+    message: str
+    session_id: str | None = None
+
+
+@dataclass
+class ChatAccepted:
+    session_id: str
+    stream_id: str
+    events_url: str
+
+
+@dataclass
+class ErrorDetail:
+    code: str
+    message: str
+
+
+@dataclass
+class ErrorBody:
+    error: ErrorDetail
+
+
+@dataclass
+class CancelResult:
+    stream_id: str
+    cancelled: bool
+
+
+@dataclass
+class SessionCreated:
+    session_id: str
+    model: str
+    created_at: str
+
+
+@dataclass
+class SessionSummary:
+    session_id: str
+    message_count: int
+    created_at: str
+    last_activity: str
+
+
+@dataclass
+class SessionList:
+    sessions: list[SessionSummary]
+    count: int
+
+
+@dataclass
+class MessageOut:
+    role: Literal["user", "model"]
+    content: str
+    timestamp: str
+    interrupted: bool = False
+
+
+@dataclass
+class SessionDetail:
+    session_id: str
+    model: str
+    created_at: str
+    last_activity: str
+    message_count: int
+    user_messages: int
+    ai_messages: int
+    messages: list[MessageOut]
+    generating: str | None = None
+
+
+@dataclass
+class SessionDeleted:
+    deleted: str
+
+
+@dataclass
+class SessionCleared:
+    session_id: str
+    message_count: int
+
+
+@dataclass
+class Health:
+    status: str
+    active_streams: int
+    active_sessions: int
+    uptime_s: float
+    model: str
+    store: str
+    provider: str
+    offline_model: bool
+
+
+@dataclass
+class Stats:
+    uptime_s: float
+    total_requests: int
+    successful_requests: int
+    failed_requests: int
+    streams_started: int
+    streams_completed: int
+    streams_failed: int
+    active_streams: int
+    chunks_sent: int
+    average_response_time_s: float
+    sessions_created: int
+    active_sessions: int
+    model: str
+    provider: str
+    store: str
+    engine: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ServerInfo:
+    name: str
+    version: str
+    model: str
+    provider: str
+    store: str
+    endpoints: list[str]
+
+
+# The events of a stream (``text/event-stream``): each is one SSE event whose ``event``
+# field equals ``type`` and whose ``data`` is this object as one line of JSON.
+
+
+@dataclass
+class SessionInfoEvent:
+    type: Literal["session_info"]
+    session_id: str
+    stream_id: str
+    model: str
+    events_url: str
+
+
+@dataclass
+class StatusEvent:
+    type: Literal["status"]
+    message: str
+    context_messages: int
+
+
+@dataclass
+class ChunkEvent:
+    type: Literal["chunk"]
+    text: str
+    chunk_number: int
+    is_final: bool
+
+
+@dataclass
+class CompleteEvent:
+    type: Literal["complete"]
+    total_chunks: int
+    processing_time: float
+    message_count: int
+    finish_reason: str
+
+
+@dataclass
+class ErrorEvent:
+    type: Literal["error"]
+    message: str
+    code: Literal[
+        "cancelled", "interrupted", "rate_limited", "model_unavailable", "auth", "model_error",
+        "timeout", "store_unavailable",
+    ]
+    session_id: str

@@ -1,0 +1,22 @@
+"""Stores chosen by URL scheme, imported lazily (the shape of encode/broadcaster)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from quart_sse.config import ConfigError, Settings
+from quart_sse.stores.base import Append, Message, ReadResult, Session, Store, StreamInfo
+
+__all__ = ["Append", "Message", "ReadResult", "Session", "Store", "StreamInfo", "create_store"]
+
+
+def create_store(settings: Settings) -> Store:
+    url = settings.redis_url
+    scheme = urlsplit(url or "memory://").scheme
+    if scheme == "memory":
+        from quart_sse.stores.memory import MemoryStore
+
+        return MemoryStore(retention=settings.stream_retention, session_ttl=settings.session_ttl)
+    if scheme in ("redis", "rediss", "unix"):
+        raise ConfigError("REDIS_URL: the Redis store is not built yet (issue 7); unset REDIS_URL")
+    raise ConfigError(f"REDIS_URL has value {url!r}: unsupported scheme {scheme!r} (expected redis://)")

@@ -1,0 +1,104 @@
+"""The store interface: sessions with their messages, and one event log per stream.
+
+A stream's log holds encoded SSE frames; event ``k`` (1-based) is the ``k``-th frame, so a
+reader's position is the last id it has.  Reads are shaped like Redis ``XREAD BLOCK``:
+"frames after id X, waiting up to N seconds", so that a Redis implementation (issue 7)
+slots in without touching the engine or the routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+def now_iso() -> str:
+    """The current time as ISO 8601 in UTC (``2026-11-25T16:06:05.123456Z``)."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Message:
+    role: str  # "user" or "model"
+    content: str
+    timestamp: str
+    interrupted: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"role": self.role, "content": self.content, "timestamp": self.timestamp}
+        if self.interrupted:
+            out["interrupted"] = True
+        return out
+
+
+@dataclass
+class Session:
+    session_id: str
+    model: str
+    created_at: str
+    last_activity: str
+    messages: list[Message] = field(default_factory=list)
+    # The stream generating in this session, if any (one at a time).
+    generating: str | None = None
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    stream_id: str
+    session_id: str
+    finished: bool
+    last_id: int
+
+
+@dataclass(frozen=True)
+class Append:
+    """Frames for one stream, in id order, as the log writer hands them over in one batch."""
+
+    stream_id: str
+    frames: Sequence[bytes]
+    finished: bool
+
+
+ReadResult = tuple[Sequence[bytes], bool]
+"""Frames after the asked id, and whether the stream has ended (nothing will follow)."""
+
+
+class Store(Protocol):
+    """Where sessions and stream logs live: memory (one process) or Redis (several)."""
+
+    name: str
+
+    async def connect(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+    # Sessions --------------------------------------------------------------------------
+    async def create_session(self, session_id: str, model: str, now: str) -> Session: ...
+    async def get_session(self, session_id: str) -> Session | None: ...
+    async def list_sessions(self) -> list[Session]: ...
+    async def count_sessions(self) -> int: ...
+    async def delete_session(self, session_id: str) -> bool: ...
+    async def clear_session(self, session_id: str) -> bool: ...
+    async def add_message(self, session_id: str, message: Message) -> int | None:
+        """Append to the history; the new history length, or None if the session is gone."""
+
+    async def begin_generation(self, session_id: str, stream_id: str) -> str | None:
+        """Take the session's one generation slot; None on success, else the running stream id."""
+
+    async def end_generation(self, session_id: str, stream_id: str) -> None: ...
+
+    # Stream logs -----------------------------------------------------------------------
+    async def create_stream(self, stream_id: str, session_id: str) -> None: ...
+    async def get_stream(self, stream_id: str) -> StreamInfo | None: ...
+    async def append(self, batch: Sequence[Append]) -> None:
+        """Append frames to several logs at once (one call per log-writer flush)."""
+
+    async def read(self, stream_id: str, after: int, timeout: float) -> ReadResult | None:
+        """Frames after id ``after``; waits up to ``timeout`` s when there are none yet.
+
+        None when the stream is unknown or has expired.
+        """
+
+    def debug_counts(self) -> dict[str, int]:
+        """Figures for the leak checks (waiting readers, logs held)."""

@@ -1,0 +1,148 @@
+"""The stream engine's two halves around the store's log: the log writer and the readers.
+
+Writing: every generation puts its encoded frames into its own bounded ``asyncio.Queue``
+(:class:`Channel`) and marks the channel dirty.  One :class:`LogWriter` task per process
+drains every dirty channel in one pass and hands all their frames to the store in a single
+``append`` (a list extend for memory, one pipeline for Redis), which wakes the readers.
+The writer waits ``flush_delay`` after the first mark before it drains, so that under load
+each reader finds several frames waiting and writes them with one body message.
+
+Reading: :func:`sse_body` is the body of every SSE response.  It writes ``retry:`` at once,
+then replays the log after the client's id, then waits in the store's read for more; a
+read that times out after ``heartbeat_interval`` of silence writes ``: ping``.  It does no
+model work, and it is released (``finally``) the moment Quart cancels it on a disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from quart_sse.metrics import Stats
+from quart_sse.sse import PING, retry_frame
+from quart_sse.stores.base import Append, Store
+
+log = logging.getLogger("quart_sse.streams")
+
+
+class Channel:
+    """A generation's way into its stream's log: a bounded queue of encoded frames."""
+
+    __slots__ = ("dirty", "finished", "queue", "stream_id", "writer")
+
+    def __init__(self, stream_id: str, writer: LogWriter, maxsize: int) -> None:
+        self.stream_id = stream_id
+        self.writer = writer
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize)
+        self.dirty = False
+        self.finished = False
+
+    async def put(self, frame: bytes, *, final: bool = False) -> None:
+        """Queue one frame; waits only while the queue is full (the writer is behind)."""
+        queue = self.queue
+        if queue.full():
+            await queue.put(frame)
+        else:
+            queue.put_nowait(frame)
+        if final:
+            self.finished = True
+        if not self.dirty:
+            self.dirty = True
+            self.writer.mark(self)
+
+    def drain(self) -> Append:
+        queue = self.queue
+        frames = [queue.get_nowait() for _ in range(queue.qsize())]
+        self.dirty = False
+        return Append(self.stream_id, frames, self.finished and queue.empty())
+
+
+class LogWriter:
+    """The one task per process that moves queued frames into the store, in batches."""
+
+    def __init__(self, store: Store, flush_delay: float) -> None:
+        self.store = store
+        self.flush_delay = flush_delay
+        self._dirty: list[Channel] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.flushes = 0
+        self.frames = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="log-writer")
+
+    def mark(self, channel: Channel) -> None:
+        self._dirty.append(channel)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            if self.flush_delay > 0:
+                await asyncio.sleep(self.flush_delay)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Drain every dirty channel into the store now."""
+        self._wake.clear()
+        dirty, self._dirty = self._dirty, []
+        if not dirty:
+            return
+        batch = [channel.drain() for channel in dirty]
+        self.flushes += 1
+        self.frames += sum(len(item.frames) for item in batch)
+        try:
+            await self.store.append(batch)
+        except Exception:
+            log.exception("log writer: the store refused %d frames", sum(len(b.frames) for b in batch))
+
+    async def aclose(self) -> None:
+        """Flush what is queued, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+
+async def sse_body(
+    store: Store,
+    stream_id: str,
+    after: int,
+    *,
+    retry_ms: int,
+    heartbeat: float,
+    stats: Stats,
+) -> AsyncIterator[bytes]:
+    """The bytes of one SSE response: ``retry:``, replay after ``after``, then live."""
+    loop = asyncio.get_running_loop()
+    stats.readers_open += 1
+    stats.readers_opened += 1
+    try:
+        result = await store.read(stream_id, after, 0)
+        if result is None:
+            return
+        frames, finished = result
+        after += len(frames)
+        # The response head goes out with the first body write: write it at once.
+        yield retry_frame(retry_ms) + b"".join(frames)
+        last_write = loop.time()
+        while not finished:
+            result = await store.read(stream_id, after, last_write + heartbeat - loop.time())
+            if result is None:  # expired or deleted while we read
+                return
+            frames, finished = result
+            if frames:
+                after += len(frames)
+                yield frames[0] if len(frames) == 1 else b"".join(frames)
+                last_write = loop.time()
+            elif not finished and loop.time() - last_write >= heartbeat * 0.999:
+                yield PING
+                last_write = loop.time()
+    finally:
+        stats.readers_open -= 1

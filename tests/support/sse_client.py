@@ -1,0 +1,67 @@
+"""Reading SSE responses over real HTTP in tests (aiohttp + the project's own parser)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from quart_sse.sse import Comment, Event, Item, Retry, SSEParser
+
+
+@dataclass
+class Stream:
+    """Everything one response delivered, in order."""
+
+    items: list[Item] = field(default_factory=list)
+    raw: bytes = b""
+
+    @property
+    def events(self) -> list[Event]:
+        return [i for i in self.items if isinstance(i, Event)]
+
+    @property
+    def data(self) -> list[dict[str, Any]]:
+        return [json.loads(e.data) for e in self.events]
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(e.id) for e in self.events if e.id is not None]
+
+    @property
+    def pings(self) -> int:
+        return sum(1 for i in self.items if isinstance(i, Comment) and i.text == "ping")
+
+    @property
+    def retries(self) -> list[int]:
+        return [i.ms for i in self.items if isinstance(i, Retry)]
+
+    @property
+    def text(self) -> str:
+        return "".join(d["text"] for d in self.data if d["type"] == "chunk")
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.data[-1]
+
+
+async def read_stream(response: aiohttp.ClientResponse, *, until: Any = None) -> Stream:
+    """Read ``response`` to its end, or until ``until(data)`` is true for an event."""
+    parser = SSEParser()
+    out = Stream()
+    async for chunk in response.content.iter_any():
+        out.raw += chunk
+        for item in parser.feed(chunk):
+            out.items.append(item)
+            if until is not None and isinstance(item, Event) and until(json.loads(item.data)):
+                return out
+    return out
+
+
+async def chat_stream(http: aiohttp.ClientSession, url: str, message: str, session_id: str | None = None,
+                      **kwargs: Any) -> Stream:
+    async with http.post(f"{url}/chat/stream", json={"message": message, "session_id": session_id}) as r:
+        assert r.status == 200, await r.text()
+        return await read_stream(r, **kwargs)
