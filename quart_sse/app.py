@@ -10,7 +10,7 @@ from quart_schema import Info, QuartSchema
 from quart_schema.openapi import OpenAPIProvider
 
 from quart_sse import __version__, errors
-from quart_sse.blueprints import chat, sessions, streams, system
+from quart_sse.blueprints import chat, demo, sessions, streams, system
 from quart_sse.config import Settings
 from quart_sse.console import stream_ended, stream_started
 from quart_sse.errors import APIError
@@ -110,7 +110,7 @@ def create_app(
     rt = Runtime(settings, store, provider, writer, generations, stats)
     app.extensions["quart_sse"] = rt
 
-    for blueprint in (chat.bp, streams.bp, sessions.bp, system.bp):
+    for blueprint in (chat.bp, streams.bp, sessions.bp, system.bp, demo.bp):
         app.register_blueprint(blueprint)
 
     keys = tuple(key.encode() for key in settings.api_keys)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from quart_sse import errors
 from quart_sse.config import Settings
 from quart_sse.metrics import Stats
-from quart_sse.providers.base import LastPiece, Provider, ProviderError
+from quart_sse.providers.base import FinishReason, LastPiece, Provider, ProviderError
 from quart_sse.sse import encode_chunk, encode_event
 from quart_sse.stores.base import Message, Session, Store, now_iso
 from quart_sse.streams import Channel, LogWriter
@@ -175,6 +175,9 @@ class Generations:
             async for piece in self.provider.stream(history):
                 gen._last_piece = loop.time()
                 if not piece:
+                    continue
+                if type(piece) is FinishReason:
+                    finish_reason = str(piece)
                     continue
                 number += 1
                 event_id += 1

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from quart_sse.config import ConfigError, Settings
-from quart_sse.providers.base import LastPiece, Provider, ProviderError
+from quart_sse.providers.base import FinishReason, LastPiece, Provider, ProviderError
 
-__all__ = ["LastPiece", "Provider", "ProviderError", "create_provider"]
+__all__ = ["FinishReason", "LastPiece", "Provider", "ProviderError", "create_provider"]
 
 
 def create_provider(settings: Settings) -> Provider:

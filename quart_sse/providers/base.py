@@ -2,7 +2,8 @@
 
 Shaped like httpx's one-method transport: ``stream(history)`` plus ``aclose()``.
 A provider that knows in advance which piece is the last yields it as :class:`LastPiece`
-(the stream then marks that chunk ``is_final``).  Failures are :class:`ProviderError` with
+(the stream then marks that chunk ``is_final``); one that ends for another reason than
+``stop`` yields a :class:`FinishReason` last.  Failures are :class:`ProviderError` with
 one of API.md's ``error`` event codes; anything else a provider raises is ``model_error``.
 """
 
@@ -16,6 +17,15 @@ from quart_sse.stores.base import Message
 
 class LastPiece(str):
     """A text piece the model marks as its last one."""
+
+    __slots__ = ()
+
+
+class FinishReason(str):
+    """Not text: the model's reason for ending (``max_tokens``, ``safety``...), yielded last.
+
+    Without one, a stream that ends normally has ``finish_reason`` ``stop``.
+    """
 
     __slots__ = ()
 
