@@ -42,12 +42,13 @@ class SSEOpenAPIProvider(OpenAPIProvider):
         spec: dict[str, Any] = super().schema()
         components = spec.setdefault("components", {}).setdefault("schemas", {})
         for name in _EVENT_SCHEMAS:
-            components[name] = model_schema(getattr(schemas, name), preference=None,
-                                            schema_mode="serialization")
+            components[name] = model_schema(
+                getattr(schemas, name), preference=None, schema_mode="serialization"
+            )
         event_stream = {
             "text/event-stream": {
                 "schema": {"oneOf": [{"$ref": f"#/components/schemas/{n}"} for n in _EVENT_SCHEMAS]},
-                "example": 'retry: 2000\n\nid: 1\nevent: session_info\ndata: {"type": "session_info", ...}\n\n',
+                "example": 'retry: 2000\n\nid: 1\nevent: session_info\ndata: {"type": "session_info"}\n\n',
             }
         }
         for path, method in (("/chat/stream", "post"), ("/streams/{stream_id}/events", "get")):
@@ -55,19 +56,31 @@ class SSEOpenAPIProvider(OpenAPIProvider):
             if operation is None:
                 continue
             responses = operation.setdefault("responses", {})
-            responses["200"] = {
+            responses[200] = {
                 "description": "An SSE stream: each event has id, event (= data.type) and data (one JSON "
                 "line), one of the schemas below; ': ping' comments on quiet streams.",
                 "content": event_stream,
             }
             if method == "get":
-                responses["204"] = {"description": "the stream has ended and nothing follows the given id"}
-                operation.setdefault("parameters", []).extend([
-                    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
-                     "description": "resume after this event id"},
-                    {"name": "last_event_id", "in": "query", "required": False, "schema": {"type": "string"},
-                     "description": "the same, for clients that cannot set headers (the header wins)"},
-                ])
+                responses[204] = {"description": "the stream has ended and nothing follows the given id"}
+                operation.setdefault("parameters", []).extend(
+                    [
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "resume after this event id",
+                        },
+                        {
+                            "name": "last_event_id",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "the same, for clients that cannot set headers (the header wins)",
+                        },
+                    ]
+                )
         return spec
 
 
@@ -91,8 +104,11 @@ def create_app(
         swagger_ui_path="/docs",
         redoc_ui_path=None,
         scalar_ui_path=None,
-        info=Info(title="quart-sse", version=__version__,
-                  description="Stream LLM chat answers over Server-Sent Events, resumable with Last-Event-ID."),
+        info=Info(
+            title="quart-sse",
+            version=__version__,
+            description="Stream LLM chat answers over Server-Sent Events, resumable with Last-Event-ID.",
+        ),
         openapi_provider_class=SSEOpenAPIProvider,
     )
     errors.register(app)
@@ -131,9 +147,12 @@ def create_app(
         for key in keys:  # every key compared, in constant time
             valid |= hmac.compare_digest(presented, key)
         if not valid:
-            raise APIError(401, errors.UNAUTHORIZED,
-                           "a valid API key is needed: send 'Authorization: Bearer <key>'",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise APIError(
+                401,
+                errors.UNAUTHORIZED,
+                "a valid API key is needed: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @app.after_request
     async def count(response: Response) -> Response:

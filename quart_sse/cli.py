@@ -20,14 +20,23 @@ log = logging.getLogger("quart_sse")
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="quart-sse",
-        description="Stream LLM chat answers over Server-Sent Events (configuration: environment, see README).",
+        description="Stream LLM chat answers over Server-Sent Events (configure by environment: see README).",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
-                        "0.0.0.0 for every interface)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
     parser.add_argument("--port", type=int, default=None, help="port (default: $PORT, else 8000)")
-    parser.add_argument("--bind", default=None, metavar="ADDR",
-                        help="a Hypercorn bind instead of --host/--port, e.g. unix:/tmp/s.sock or fd://3")
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default=None, help="default: $LOG_LEVEL, else info")
+    parser.add_argument(
+        "--bind",
+        default=None,
+        metavar="ADDR",
+        help="a Hypercorn bind instead of --host/--port, e.g. unix:/tmp/s.sock or fd://3",
+    )
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=None, help="default: $LOG_LEVEL, else info"
+    )
     return parser.parse_args(argv)
 
 
@@ -68,16 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         async def shutdown_trigger() -> None:
             await stop.wait()
-            log.warning("shutting down: no new messages; running generations get %g s to finish",
-                        settings.shutdown_grace)
+            log.warning(
+                "shutting down: no new messages; running generations get %g s to finish",
+                settings.shutdown_grace,
+            )
             rt.generations.accepting = False
             running = [g.done.wait() for g in rt.generations.running.values()]
             if running:
-                await asyncio.wait([asyncio.ensure_future(w) for w in running], timeout=settings.shutdown_grace)
+                await asyncio.wait(
+                    [asyncio.ensure_future(w) for w in running], timeout=settings.shutdown_grace
+                )
             await rt.generations.cancel_all("interrupted")
             await rt.writer.flush()
 
-        await serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        await serve(app, config, shutdown_trigger=shutdown_trigger)
 
     try:
         asyncio.run(run())

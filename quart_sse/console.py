@@ -22,8 +22,9 @@ log = logging.getLogger("quart_sse")
 
 def setup_logging(level: str) -> None:
     handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
-    logging.basicConfig(level=level.upper(), format="%(message)s", datefmt="[%X]", handlers=[handler],
-                        force=True)
+    logging.basicConfig(
+        level=level.upper(), format="%(message)s", datefmt="[%X]", handlers=[handler], force=True
+    )
     for name in ("hypercorn.access",):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -43,8 +44,11 @@ def _grid(rows: list[tuple[str, str]]) -> Table:
 
 def banner(settings: Settings, model: str, provider: str, store: str, address: str) -> None:
     offline = provider == "simulated"
-    model_line = (f"{model} [yellow](built-in offline model: no network, no key)[/]" if offline
-                  else f"{model} ({provider})")
+    model_line = (
+        f"{model} [yellow](built-in offline model: no network, no key)[/]"
+        if offline
+        else f"{model} ({provider})"
+    )
     rows = [
         ("Model", model_line),
         ("Framework", "Quart + Hypercorn"),
@@ -55,8 +59,9 @@ def banner(settings: Settings, model: str, provider: str, store: str, address: s
         ("Listening", address),
         ("Docs", f"{address}/docs"),
     ]
-    console.print(Panel(_grid(rows), title="🌊 QUART-SSE MULTI-TURN CHAT SERVER 🌊", border_style="cyan",
-                        expand=False))
+    console.print(
+        Panel(_grid(rows), title="🌊 QUART-SSE MULTI-TURN CHAT SERVER 🌊", border_style="cyan", expand=False)
+    )
 
 
 def stream_started(generation: Generation, active: int) -> None:
@@ -69,8 +74,15 @@ def stream_started(generation: Generation, active: int) -> None:
         ("Message", f'"{generation.message_preview}"'),
         ("Active Streams", str(active)),
     ]
-    console.print(Panel(_grid(rows), title=f"🌊 SSE STREAM STARTED [{_clock()}]", title_align="left",
-                        border_style="green", expand=False))
+    console.print(
+        Panel(
+            _grid(rows),
+            title=f"🌊 SSE STREAM STARTED [{_clock()}]",
+            title_align="left",
+            border_style="green",
+            expand=False,
+        )
+    )
 
 
 def stream_ended(generation: Generation, outcome: Outcome, active: int) -> None:
@@ -85,5 +97,12 @@ def stream_ended(generation: Generation, outcome: Outcome, active: int) -> None:
         ("Status", "SUCCESS" if ok else f"{outcome.status.upper()}: {outcome.message}"),
     ]
     title = "COMPLETED" if ok else "ENDED"
-    console.print(Panel(_grid(rows), title=f"🌊 SSE STREAM {title} [{_clock()}]", title_align="left",
-                        border_style="green" if ok else "red", expand=False))
+    console.print(
+        Panel(
+            _grid(rows),
+            title=f"🌊 SSE STREAM {title} [{_clock()}]",
+            title_align="left",
+            border_style="green" if ok else "red",
+            expand=False,
+        )
+    )

@@ -46,8 +46,19 @@ class Generation:
     """One answer being generated: its task, its channel into the stream, its progress."""
 
     __slots__ = (
-        "_deadline_handle", "_last_piece", "cancel_code", "channel", "chunks", "client", "done",
-        "finishing", "message_preview", "session_id", "started", "stream_id", "task",
+        "_deadline_handle",
+        "_last_piece",
+        "cancel_code",
+        "channel",
+        "chunks",
+        "client",
+        "done",
+        "finishing",
+        "message_preview",
+        "session_id",
+        "started",
+        "stream_id",
+        "task",
     )
 
     def __init__(self, stream_id: str, session_id: str, channel: Channel, client: str, preview: str) -> None:
@@ -110,14 +121,16 @@ class Generations:
         running = await self.store.begin_generation(session.session_id, stream_id)
         if running is not None:
             raise errors.APIError(
-                409, errors.GENERATION_RUNNING,
+                409,
+                errors.GENERATION_RUNNING,
                 f"session {session.session_id} already has a generation running (stream {running})",
             )
         await self.store.add_message(session.session_id, Message("user", message, now_iso()))
         await self.store.create_stream(stream_id, session.session_id)
         preview = message if len(message) <= 80 else message[:79] + "…"
-        generation = Generation(stream_id, session.session_id, Channel(stream_id, self.writer, QUEUE_SIZE),
-                                client, preview)
+        generation = Generation(
+            stream_id, session.session_id, Channel(stream_id, self.writer, QUEUE_SIZE), client, preview
+        )
         self.running[stream_id] = generation
         self.by_session[session.session_id] = generation
         self.stats.streams_started += 1
@@ -165,13 +178,28 @@ class Generations:
         timeout = settings.model_timeout
         gen._deadline_handle = loop.call_at(gen._last_piece + timeout, self._check_silence, gen, timeout)
         try:
-            await channel.put(encode_event(1, {
-                "type": "session_info", "session_id": session_id, "stream_id": stream_id,
-                "model": model, "events_url": events_url(stream_id),
-            }))
-            await channel.put(encode_event(2, {
-                "type": "status", "message": "Generating response...", "context_messages": len(history),
-            }))
+            await channel.put(
+                encode_event(
+                    1,
+                    {
+                        "type": "session_info",
+                        "session_id": session_id,
+                        "stream_id": stream_id,
+                        "model": model,
+                        "events_url": events_url(stream_id),
+                    },
+                )
+            )
+            await channel.put(
+                encode_event(
+                    2,
+                    {
+                        "type": "status",
+                        "message": "Generating response...",
+                        "context_messages": len(history),
+                    },
+                )
+            )
             async for piece in self.provider.stream(history):
                 gen._last_piece = loop.time()
                 if not piece:
@@ -215,8 +243,15 @@ class Generations:
             gen._deadline_handle = loop.call_at(due, self._check_silence, gen, timeout)
 
     async def _finish(
-        self, gen: Generation, history: list[Message], parts: list[str], chunks: int, event_id: int,
-        status: str, error_message: str, finish_reason: str,
+        self,
+        gen: Generation,
+        history: list[Message],
+        parts: list[str],
+        chunks: int,
+        event_id: int,
+        status: str,
+        error_message: str,
+        finish_reason: str,
     ) -> None:
         """Save the answer, free the session and the capacity, then put the final event."""
         stats = self.stats
@@ -226,7 +261,8 @@ class Generations:
             message_count = len(history)
             if status == "complete" or answer:
                 count = await self.store.add_message(
-                    gen.session_id, Message("model", answer, now_iso(), interrupted=status != "complete"),
+                    gen.session_id,
+                    Message("model", answer, now_iso(), interrupted=status != "complete"),
                 )
                 message_count = count if count is not None else len(history) + 1
             await self.store.end_generation(gen.session_id, gen.stream_id)
@@ -242,8 +278,11 @@ class Generations:
         if status == "complete":
             stats.streams_completed += 1
             final = {
-                "type": "complete", "total_chunks": chunks, "processing_time": round(seconds, 4),
-                "message_count": message_count, "finish_reason": finish_reason,
+                "type": "complete",
+                "total_chunks": chunks,
+                "processing_time": round(seconds, 4),
+                "message_count": message_count,
+                "finish_reason": finish_reason,
             }
         else:
             stats.streams_failed += 1

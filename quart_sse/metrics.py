@@ -57,8 +57,10 @@ class _Collector(Collector):
             "quart_sse_chunks": ("chunk events put into streams", s.chunks_sent),
             "quart_sse_sessions_created": ("sessions created", s.sessions_created),
             "quart_sse_stream_responses": ("SSE responses opened (readers)", s.readers_opened),
-            "quart_sse_generation_seconds": ("time spent generating, over ended generations",
-                                             s.response_time_total),
+            "quart_sse_generation_seconds": (
+                "time spent generating, over ended generations",
+                s.response_time_total,
+            ),
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(name, doc, value=value)

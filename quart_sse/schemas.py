@@ -179,7 +179,13 @@ class ErrorEvent:
     type: Literal["error"]
     message: str
     code: Literal[
-        "cancelled", "interrupted", "rate_limited", "model_unavailable", "auth", "model_error",
-        "timeout", "store_unavailable",
+        "cancelled",
+        "interrupted",
+        "rate_limited",
+        "model_unavailable",
+        "auth",
+        "model_error",
+        "timeout",
+        "store_unavailable",
     ]
     session_id: str

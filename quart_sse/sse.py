@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from typing import Any
 
 PING = b": ping\n\n"
@@ -40,9 +40,11 @@ def encode_event(event_id: int, data: dict[str, Any]) -> bytes:
 
 def encode_chunk(event_id: int, text: str, number: int, is_final: bool) -> bytes:
     """A ``chunk`` event; the same bytes as :func:`encode_event` gives, built without a dict."""
+    final = "true" if is_final else "false"
+    text = encode_basestring(text)
     return (
-        'id: %d\nevent: chunk\ndata: {"type": "chunk", "text": %s, "chunk_number": %d, "is_final": %s}\n\n'
-        % (event_id, encode_basestring(text), number, "true" if is_final else "false")
+        f'id: {event_id}\nevent: chunk\ndata: {{"type": "chunk", "text": {text}, '
+        f'"chunk_number": {number}, "is_final": {final}}}\n\n'
     ).encode()
 
 

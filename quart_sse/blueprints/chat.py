@@ -31,8 +31,12 @@ _MISSING: Any = object()
 def sse_response(rt: Runtime, stream_id: str, after: int) -> Response:
     """An SSE response reading ``stream_id`` after id ``after``; never cut by RESPONSE_TIMEOUT."""
     body = sse_body(
-        rt.store, stream_id, after,
-        retry_ms=rt.settings.sse_retry_ms, heartbeat=rt.settings.heartbeat_interval, stats=rt.stats,
+        rt.store,
+        stream_id,
+        after,
+        retry_ms=rt.settings.sse_retry_ms,
+        heartbeat=rt.settings.heartbeat_interval,
+        stats=rt.stats,
     )
     response = Response(body, 200, SSE_HEADERS)
     response.timeout = None  # Quart's 60 s RESPONSE_TIMEOUT would end a long stream silently
@@ -59,15 +63,20 @@ async def read_chat_request(max_chars: int) -> tuple[str, str | None]:
         raise _bad(errors.INVALID_REQUEST, f"field 'message' must be a string, not {_json_type(message)}")
     session_id = body.get("session_id")
     if session_id is not None and not isinstance(session_id, str):
-        raise _bad(errors.INVALID_REQUEST,
-                   f"field 'session_id' must be a string or null, not {_json_type(session_id)}")
+        raise _bad(
+            errors.INVALID_REQUEST,
+            f"field 'session_id' must be a string or null, not {_json_type(session_id)}",
+        )
     if session_id == "":
         raise _bad(errors.INVALID_REQUEST, "field 'session_id' is an empty string: omit it or send null")
     if not message.strip():
         raise _bad(errors.EMPTY_MESSAGE, "field 'message' is empty")
     if len(message) > max_chars:
-        raise APIError(413, errors.MESSAGE_TOO_LONG,
-                       f"field 'message' has {len(message)} characters; the limit is {max_chars}")
+        raise APIError(
+            413,
+            errors.MESSAGE_TOO_LONG,
+            f"field 'message' has {len(message)} characters; the limit is {max_chars}",
+        )
     return message, session_id
 
 
@@ -97,14 +106,21 @@ async def start_generation(rt: Runtime) -> Generation:
         if session is None:
             raise APIError(404, errors.SESSION_NOT_FOUND, f"no session {session_id}")
         if session.generating is not None:
-            raise APIError(409, errors.GENERATION_RUNNING,
-                           f"session {session_id} already has a generation running "
-                           f"(stream {session.generating}); wait for it to end or cancel it")
+            raise APIError(
+                409,
+                errors.GENERATION_RUNNING,
+                f"session {session_id} already has a generation running "
+                f"(stream {session.generating}); wait for it to end or cancel it",
+            )
     if not rt.generations.accepting:
         raise retry_later(503, errors.SHUTTING_DOWN, "the server is shutting down; try again", 2)
     if rt.generations.at_capacity():
-        raise retry_later(503, errors.CAPACITY,
-                          f"{rt.settings.max_streams} streams are generating (MAX_STREAMS); try again", 2)
+        raise retry_later(
+            503,
+            errors.CAPACITY,
+            f"{rt.settings.max_streams} streams are generating (MAX_STREAMS); try again",
+            2,
+        )
     if session is None:
         session = await store.create_session(uuid.uuid4().hex, rt.provider.model, now_iso())
         rt.stats.sessions_created += 1
@@ -135,4 +151,8 @@ async def chat() -> tuple[dict[str, str], int]:
     rt = runtime()
     generation = await start_generation(rt)
     stream_id = generation.stream_id
-    return {"session_id": generation.session_id, "stream_id": stream_id, "events_url": events_url(stream_id)}, 202
+    return {
+        "session_id": generation.session_id,
+        "stream_id": stream_id,
+        "events_url": events_url(stream_id),
+    }, 202

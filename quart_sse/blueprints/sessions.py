@@ -50,8 +50,12 @@ async def list_sessions() -> dict[str, object]:
     """All sessions, oldest first."""
     sessions = await runtime().store.list_sessions()
     items = [
-        {"session_id": s.session_id, "message_count": len(s.messages), "created_at": s.created_at,
-         "last_activity": s.last_activity}
+        {
+            "session_id": s.session_id,
+            "message_count": len(s.messages),
+            "created_at": s.created_at,
+            "last_activity": s.last_activity,
+        }
         for s in sessions
     ]
     return {"sessions": items, "count": len(items)}

@@ -22,14 +22,21 @@ async def index() -> dict[str, object]:
     """Server name, version, model, and the list of endpoints."""
     rt = runtime()
     endpoints = sorted(
-        {f"{method} {rule.rule}" for rule in current_app.url_map.iter_rules()
-         for method in sorted(rule.methods or ()) if method not in ("HEAD", "OPTIONS")
-         and not rule.rule.startswith(("/static", "/docs/assets"))},
+        {
+            f"{method} {rule.rule}"
+            for rule in current_app.url_map.iter_rules()
+            for method in sorted(rule.methods or ())
+            if method not in ("HEAD", "OPTIONS") and not rule.rule.startswith(("/static", "/docs/assets"))
+        },
         key=lambda e: (e.split(" ", 1)[1], e),
     )
     return {
-        "name": "quart-sse", "version": __version__, "model": rt.provider.model,
-        "provider": rt.provider.name, "store": rt.store.name, "endpoints": endpoints,
+        "name": "quart-sse",
+        "version": __version__,
+        "model": rt.provider.model,
+        "provider": rt.provider.name,
+        "store": rt.store.name,
+        "endpoints": endpoints,
     }
 
 

@@ -94,8 +94,8 @@ class Store(Protocol):
     async def append(self, batch: Sequence[Append]) -> None:
         """Append frames to several logs at once (one call per log-writer flush)."""
 
-    async def read(self, stream_id: str, after: int, timeout: float) -> ReadResult | None:
-        """Frames after id ``after``; waits up to ``timeout`` s when there are none yet.
+    async def read(self, stream_id: str, after: int, block: float) -> ReadResult | None:
+        """Frames after id ``after``; waits up to ``block`` s when there are none yet.
 
         None when the stream is unknown or has expired.
         """

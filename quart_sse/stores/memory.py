@@ -148,17 +148,17 @@ class MemoryStore:
             del self._logs[stream_id]
         _wake(log.waiters)
 
-    async def read(self, stream_id: str, after: int, timeout: float) -> ReadResult | None:
+    async def read(self, stream_id: str, after: int, block: float) -> ReadResult | None:
         log = self._logs.get(stream_id)
         if log is None:
             return None
         frames = log.frames
-        if len(frames) > after or log.finished or timeout <= 0:
+        if len(frames) > after or log.finished or block <= 0:
             return frames[after:], log.finished
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         log.waiters.append(waiter)
-        timer = loop.call_at(loop.time() + timeout, _timeout, waiter)
+        timer = loop.call_at(loop.time() + block, _timeout, waiter)
         try:
             await waiter
         finally:

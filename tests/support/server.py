@@ -22,14 +22,29 @@ TEST_ENV = {
     "SIM_RESPONSE_CHUNKS": "12",
     "HEARTBEAT_INTERVAL": "15",
     "LOG_LEVEL": "warning",
+    "SHUTDOWN_GRACE": "0",
 }
 
 # Never inherit settings from the machine running the tests.
 _CLEARED = (
-    "GEMINI_API_KEY", "GOOGLE_API_KEY", "MODEL_PROVIDER", "REDIS_URL", "API_KEYS", "OPENAI_BASE_URL",
-    "OPENAI_API_KEY", "OPENAI_MODEL", "GEMINI_BASE_URL", "GOOGLE_GEMINI_BASE_URL", "SYSTEM_PROMPT",
-    "WEB_CONCURRENCY", "PORT", "CORS_ORIGINS", "RATE_LIMIT", "MAX_STREAMS_PER_CLIENT",
-    "TRUSTED_PROXIES", "SESSION_TTL",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "MODEL_PROVIDER",
+    "REDIS_URL",
+    "API_KEYS",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_MODEL",
+    "GEMINI_BASE_URL",
+    "GOOGLE_GEMINI_BASE_URL",
+    "SYSTEM_PROMPT",
+    "WEB_CONCURRENCY",
+    "PORT",
+    "CORS_ORIGINS",
+    "RATE_LIMIT",
+    "MAX_STREAMS_PER_CLIENT",
+    "TRUSTED_PROXIES",
+    "SESSION_TTL",
 )
 
 
@@ -57,11 +72,15 @@ class ServerProcess:
         self.port: int = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "wb")
         fd = sock.fileno()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "quart_sse", "--bind", f"fd://{fd}"],
-            pass_fds=[fd], env=server_env(**env), cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            pass_fds=[fd],
+            env=server_env(**env),
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         sock.close()  # the child holds its own copy
 

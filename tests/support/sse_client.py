@@ -60,8 +60,9 @@ async def read_stream(response: aiohttp.ClientResponse, *, until: Any = None) ->
     return out
 
 
-async def chat_stream(http: aiohttp.ClientSession, url: str, message: str, session_id: str | None = None,
-                      **kwargs: Any) -> Stream:
+async def chat_stream(
+    http: aiohttp.ClientSession, url: str, message: str, session_id: str | None = None, **kwargs: Any
+) -> Stream:
     async with http.post(f"{url}/chat/stream", json={"message": message, "session_id": session_id}) as r:
         assert r.status == 200, await r.text()
         return await read_stream(r, **kwargs)

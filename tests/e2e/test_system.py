@@ -1,0 +1,90 @@
+"""/, /health, /stats, /metrics, /docs and /openapi.json."""
+
+from __future__ import annotations
+
+from tests.support.sse_client import chat_stream
+
+
+async def test_index_names_the_server_and_lists_the_endpoints(server, http):
+    async with http.get(f"{server.url}/") as r:
+        body = await r.json()
+    assert body["name"] == "quart-sse" and body["model"] == "simulated" and body["version"]
+    for endpoint in (
+        "POST /chat/stream",
+        "POST /chat",
+        "GET /streams/<stream_id>/events",
+        "POST /streams/<stream_id>/cancel",
+        "POST /sessions/new",
+        "GET /sessions",
+        "GET /health",
+        "GET /stats",
+        "GET /metrics",
+        "GET /docs",
+        "GET /demo",
+    ):
+        assert endpoint in body["endpoints"]
+
+
+async def test_health_says_the_offline_model_is_in_use(server, http):
+    async with http.get(f"{server.url}/health") as r:
+        body = await r.json()
+    assert {"status", "active_streams", "active_sessions", "uptime_s", "model", "store"} <= set(body)
+    assert body["status"] == "ok" and body["store"] == "memory"
+    assert body["model"] == "simulated" and body["offline_model"] is True
+
+
+async def test_stats_and_metrics_count_streams_and_chunks(start_server, http):
+    server = start_server(SIM_RESPONSE_CHUNKS="7")
+    await chat_stream(http, server.url, "one")
+    await chat_stream(http, server.url, "two")
+    async with http.get(f"{server.url}/stats") as r:
+        stats = await r.json()
+    assert stats["streams_started"] == 2 and stats["streams_completed"] == 2
+    assert stats["streams_failed"] == 0 and stats["active_streams"] == 0
+    assert stats["chunks_sent"] == 14
+    assert stats["sessions_created"] == 2 and stats["active_sessions"] == 2
+    assert stats["total_requests"] >= 2 and stats["failed_requests"] == 0
+    assert stats["average_response_time_s"] > 0
+    assert stats["model"] == "simulated" and stats["store"] == "memory"
+    async with http.get(f"{server.url}/metrics") as r:
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = await r.text()
+    assert "quart_sse_streams_completed_total 2.0" in text
+    assert "quart_sse_chunks_total 14.0" in text
+    assert "quart_sse_streams_active 0.0" in text
+
+
+async def test_docs_are_served_without_a_cdn(server, http):
+    async with http.get(f"{server.url}/docs") as r:
+        html = await r.text()
+    assert "/docs/assets/swagger-ui-bundle.js" in html and "cdn" not in html.lower()
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        async with http.get(f"{server.url}/docs/assets/{asset}") as r:
+            assert r.status == 200 and len(await r.read()) > 10_000
+
+
+async def test_openapi_describes_the_api_and_its_event_streams(server, http):
+    async with http.get(f"{server.url}/openapi.json") as r:
+        spec = await r.json()
+    paths = spec["paths"]
+    for path in (
+        "/chat/stream",
+        "/chat",
+        "/streams/{stream_id}/events",
+        "/streams/{stream_id}/cancel",
+        "/sessions",
+        "/sessions/new",
+        "/sessions/{session_id}",
+        "/sessions/{session_id}/clear",
+        "/health",
+        "/stats",
+    ):
+        assert path in paths, path
+    assert "requestBody" in paths["/chat/stream"]["post"]
+    for path, method in (("/chat/stream", "post"), ("/streams/{stream_id}/events", "get")):
+        content = paths[path][method]["responses"]["200"]["content"]
+        refs = [s["$ref"].rsplit("/", 1)[1] for s in content["text/event-stream"]["schema"]["oneOf"]]
+        assert refs == ["SessionInfoEvent", "StatusEvent", "ChunkEvent", "CompleteEvent", "ErrorEvent"]
+    for name in refs:
+        assert name in spec["components"]["schemas"]
+    assert "202" in paths["/chat"]["post"]["responses"]
