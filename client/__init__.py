@@ -1,0 +1,8 @@
+"""quart-sse-chat: the terminal chat client (``python -m client``).
+
+Layers, from the wire up: :mod:`client.api` (thin HTTP calls), :mod:`client.stream` (one
+answer's events, resumed with ``Last-Event-ID`` when the connection drops),
+:mod:`client.answer` (an answer shown live, as Rich Markdown or as plain text),
+:mod:`client.chat` and :mod:`client.commands` (the interactive loop), and
+:mod:`client.__main__` (arguments, one-shot ``--message`` mode, exit codes).
+"""

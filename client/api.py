@@ -1,0 +1,148 @@
+"""A thin layer over the server's HTTP API (API.md): one method per endpoint, no UI.
+
+Two failures are told apart: :class:`Unreachable` (no HTTP answer at all: refused, reset,
+timed out; the request may be retried) and :class:`RequestFailed` (the server answered
+with a non-2xx status and API.md's error body).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from types import TracebackType
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+
+# A stream response has no total deadline: :mod:`client.stream` watches for silence instead.
+_STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+_CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+
+
+class Unreachable(Exception):
+    """No HTTP answer from the server (connection refused, reset, or timed out)."""
+
+
+class RequestFailed(Exception):
+    """The server answered with a non-2xx status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def describe(exc: BaseException) -> str:
+    """A short, one-line reason for a network failure (never a traceback)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        errno = exc.os_error.errno
+        return os.strerror(errno).lower() if errno else str(exc.os_error) or type(exc).__name__
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "connection lost mid-response"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or type(exc).__name__
+
+
+async def _failure(response: aiohttp.ClientResponse) -> RequestFailed:
+    raw = await response.read()
+    try:
+        error = json.loads(raw)["error"]
+        return RequestFailed(response.status, str(error["code"]), str(error["message"]))
+    except (ValueError, KeyError, TypeError):
+        text = raw.decode(errors="replace").strip().splitlines()
+        return RequestFailed(response.status, "http_error", text[0][:200] if text else response.reason or "")
+
+
+class ChatAPI:
+    """The server at ``base_url``; ``api_key`` is sent as ``Authorization: Bearer``."""
+
+    def __init__(self, base_url: str, api_key: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = aiohttp.ClientSession(headers=headers)
+
+    async def __aenter__(self) -> ChatAPI:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.close()
+
+    def url(self, path: str) -> str:
+        """``path`` (absolute, or relative to the server such as an ``events_url``) as a URL."""
+        return urljoin(self.base_url + "/", path.lstrip("/")) if "://" not in path else path
+
+    async def _open(
+        self, method: str, path: str, *, limits: aiohttp.ClientTimeout, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        try:
+            response = await self._http.request(method, self.url(path), timeout=limits, **kwargs)
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise Unreachable(describe(exc)) from None
+        if response.status >= 300:
+            try:
+                raise await _failure(response)
+            finally:
+                response.release()
+        return response
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One JSON request and its JSON answer."""
+        response = await self._open(method, path, limits=_CALL_TIMEOUT, json=body)
+        try:
+            data: dict[str, Any] = await response.json()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unreachable(describe(exc)) from None
+        except ValueError:
+            raise RequestFailed(response.status, "bad_response", "the answer is not JSON") from None
+        finally:
+            response.release()
+        return data
+
+    # Streams ---------------------------------------------------------------------------
+
+    async def open_chat(self, message: str, session_id: str | None) -> aiohttp.ClientResponse:
+        """``POST /chat/stream``: the open stream response of a new generation."""
+        body = {"message": message, "session_id": session_id}
+        return await self._open("POST", "/chat/stream", limits=_STREAM_TIMEOUT, json=body)
+
+    async def open_events(self, events_url: str, last_event_id: str | None) -> aiohttp.ClientResponse:
+        """``GET {events_url}`` resuming after ``last_event_id`` (status 200, or 204 when done)."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+        return await self._open("GET", events_url, limits=_STREAM_TIMEOUT, headers=headers)
+
+    async def cancel(self, stream_id: str) -> bool:
+        data = await self.call("POST", f"/streams/{stream_id}/cancel")
+        return bool(data.get("cancelled"))
+
+    # Sessions and system ---------------------------------------------------------------
+
+    async def new_session(self) -> dict[str, Any]:
+        return await self.call("POST", "/sessions/new")
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        data = await self.call("GET", "/sessions")
+        return list(data.get("sessions", []))
+
+    async def session(self, session_id: str) -> dict[str, Any]:
+        return await self.call("GET", f"/sessions/{session_id}")
+
+    async def delete_session(self, session_id: str) -> None:
+        await self.call("DELETE", f"/sessions/{session_id}")
+
+    async def clear_session(self, session_id: str) -> None:
+        await self.call("POST", f"/sessions/{session_id}/clear")
+
+    async def health(self) -> dict[str, Any]:
+        return await self.call("GET", "/health")
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.call("GET", "/stats")
