@@ -60,11 +60,9 @@ class Answer:
             out.status, out.error = REFUSED, f"{exc.message} ({exc.status} {exc.code})"
         except asyncio.CancelledError:
             out.status, out.error = CANCELLED, "cancelled by the user"
-            self._close(began)
             raise
         finally:
-            if out.status != CANCELLED:
-                self._close(began)
+            self._close(began)  # also when cancelled (Ctrl-C): the view shows what was received
         return out
 
     def _close(self, began: float) -> None:
@@ -153,6 +151,8 @@ class RichView:
         self._live: Live | None = None
         self._text = ""
         self._notice: Text | None = None
+        self._chunks = 0
+        self._done = False
         self.session_id: str | None = None
         self.model: str | None = None
 
@@ -176,7 +176,11 @@ class RichView:
 
     def _renderable(self) -> RenderableType:
         body = Markdown(self._text) if self._text else Text("")
-        return Group(body, self._notice) if self._notice is not None else body
+        if self._notice is not None:
+            return Group(body, self._notice)
+        if self._chunks and not self._done:
+            return Group(body, Text(f"● streaming… {self._chunks} chunks", style="dim cyan"))
+        return body
 
     def _update(self) -> None:
         if self._live is not None:
@@ -185,6 +189,7 @@ class RichView:
     def text(self, piece: str) -> None:
         self._start()
         self._text += piece
+        self._chunks += 1
         self._update()
 
     def notice(self, notice: Notice) -> None:
@@ -202,7 +207,7 @@ class RichView:
             self.console.print(f"✖ {outcome.error}", style="red", highlight=False)
             return
         if self._live is not None:
-            self._notice = None
+            self._notice, self._done = None, True
             self._live.update(self._renderable())
             self._live.stop()
             self._live = None

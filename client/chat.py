@@ -99,7 +99,7 @@ class ChatApp:
         return FormattedText(parts)
 
     def say(self, text: str, style: str | None = None) -> None:
-        self.console.print(text, style=style, highlight=False)
+        self.console.print(text, style=style, highlight=False, soft_wrap=True)
 
     async def run(self) -> int:
         self.console.print(render.banner(self.api.base_url))
