@@ -37,9 +37,16 @@ def client_env(**extra: str) -> dict[str, str]:
 
 async def start_client(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "client", *FAST, *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=client_env(),
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "client",
+        *FAST,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env=client_env(),
+    )
 
 
 async def run_client(*args: str) -> tuple[int, str, str]:
@@ -246,9 +253,14 @@ def get(url: str) -> tuple[int, dict[str, Any]]:
 
 def spawn(url: str, *args: str) -> pexpect.spawn:
     child = pexpect.spawn(
-        sys.executable, ["-m", "client", "--url", url, "--history", "", *FAST, *args],
-        env=client_env(), cwd=str(ROOT), encoding="utf-8", dimensions=(50, 150), timeout=30,
-    )  # fmt: skip
+        sys.executable,
+        ["-m", "client", "--url", url, "--history", "", *FAST, *args],
+        env=client_env(),
+        cwd=str(ROOT),
+        encoding="utf-8",
+        dimensions=(50, 150),
+        timeout=30,
+    )
     child.expect("Connected to Quart SSE server")
     return child
 
