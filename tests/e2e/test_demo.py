@@ -9,6 +9,7 @@ API-key prompt.  A screenshot is left in ``tests/artifacts/`` for people to look
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import aiohttp
@@ -79,7 +80,7 @@ async def test_a_message_shows_the_whole_answer(server, http):
         assert_clean(watch)
 
 
-class CutProxy:
+class StreamCutProxy:
     """A TCP proxy in front of the server that cuts the first event stream mid-answer.
 
     It forwards every connection as it is.  On the connection that carries the first
@@ -87,6 +88,10 @@ class CutProxy:
     ``cut_after`` of them, resets both sides (``transport.abort()``).  Any later stream
     request is held until :meth:`release`, so that the test sees the page in its
     ``reconnecting`` state for as long as it needs; the held request heads are kept.
+
+    (tests/support/proxy.py cuts the next *accepted connections* after a byte count; a
+    browser reuses keep-alive connections for its requests, so the cut here is chosen by
+    the HTTP request a connection carries instead.)
     """
 
     def __init__(self, upstream_port: int, cut_after: int) -> None:
@@ -185,7 +190,7 @@ class CutProxy:
 
 async def test_a_cut_connection_reconnects_and_shows_the_whole_answer_once(start_server, http):
     server = start_server(SIM_CHUNK_DELAY_MS="30", SIM_RESPONSE_CHUNKS="20", SSE_RETRY_MS="200")
-    proxy = CutProxy(server.port, cut_after=4)
+    proxy = StreamCutProxy(server.port, cut_after=4)
     await proxy.start()
     try:
         async with launch_browser() as browser:
@@ -199,6 +204,8 @@ async def test_a_cut_connection_reconnects_and_shows_the_whole_answer_once(start
             assert proxy.cut.is_set()
             answer = page.locator("#messages .answer").last
             await expect(answer).to_have_attribute("data-state", "streaming")
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "demo-reconnecting.png"), animations="disabled")
             proxy.release()
 
             await expect(answer).to_have_attribute("data-state", "done", timeout=WAIT_MS)
@@ -216,6 +223,53 @@ async def test_a_cut_connection_reconnects_and_shows_the_whole_answer_once(start
             assert watch.dialogs == [] and watch.page_errors == []
     finally:
         await proxy.aclose()
+
+
+async def test_stop_ends_the_answer_and_keeps_what_came(start_server, http):
+    server = start_server(SIM_CHUNK_DELAY_MS="40", SIM_RESPONSE_CHUNKS="200")
+    async with launch_browser() as browser:
+        page, watch = await open_page(browser)
+        await page.goto(f"{server.url}/demo")
+        await page.fill("#message", "a long answer, please")
+        await page.click("#send")
+        answer = page.locator("#messages .answer").last
+        await expect(answer).to_have_attribute("data-chunks", re.compile(r"\d+"), timeout=WAIT_MS)
+        await page.click("#stop")
+
+        await expect(answer).to_have_attribute("data-state", "interrupted", timeout=WAIT_MS)
+        await expect(page.locator("#status")).to_have_text("idle")
+        await expect(answer.locator(".answer-meta")).to_contain_text("stopped")
+        await expect(page.locator("#stop")).to_be_hidden()
+        async with http.get(f"{server.url}/sessions/{await session_id_of(page)}") as response:
+            last = (await response.json())["messages"][-1]
+        assert last["interrupted"] is True
+        # what was shown is what was kept (Markdown drops the trailing space of the last piece)
+        assert await answer.locator(".answer-text").text_content() == last["content"].strip()
+        assert_clean(watch)
+
+
+async def test_a_reload_mid_answer_picks_the_stream_up_again(start_server, http):
+    server = start_server(SIM_CHUNK_DELAY_MS="40", SIM_RESPONSE_CHUNKS="80")
+    async with launch_browser() as browser:
+        page, watch = await open_page(browser)
+        await page.goto(f"{server.url}/demo")
+        await page.fill("#message", "reload while you answer")
+        await page.click("#send")
+        await expect(page.locator("#messages .answer")).to_have_attribute(
+            "data-chunks", re.compile(r"\d+"), timeout=WAIT_MS
+        )
+        session_id = await session_id_of(page)
+
+        await page.reload()  # the page remembers its session and reads the running stream from its start
+        await expect(page.locator("#session-id")).to_have_text(session_id)
+        answer = page.locator("#messages .answer")
+        await expect(answer).to_have_count(1)
+        await expect(answer).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+        await expect(answer).to_have_attribute("data-chunks", "80")
+        want = await saved_answer(http, server.url, session_id)
+        assert await answer.locator(".answer-text").text_content() == want
+        await expect(page.locator("#messages .user-text")).to_have_text(["reload while you answer"])
+        assert_clean(watch)
 
 
 async def test_model_text_is_never_run_as_markup(server, http):
@@ -246,6 +300,74 @@ async def test_markdown_renders_with_safe_elements_only(server):
         await expect(text.locator("code")).to_have_text("code")
         assert await text.locator("a, b").count() == 0  # a javascript: link stays text, <b> too
         await expect(text).to_contain_text("[x](javascript:alert(1)) <b>b</b>")
+        assert_clean(watch)
+
+
+MARKDOWN_SAMPLE = """# Title <img src=x onerror=alert(1)>
+
+Some **bold**, *italic*, ~~gone~~ and `<script>alert(1)</script>` code.
+A [good link](https://example.org/a?b=1) and a [bad one](javascript:alert(1)),
+[data](data:text/html,<script>alert(1)</script>) and <a href="javascript:alert(1)">raw</a>.
+
+- one <svg onload=alert(1)>
+- two with `code`
+
+1. first
+2. second
+
+> quoted <iframe src="javascript:alert(1)"></iframe>
+
+```html
+<script>alert("in a fence")</script>
+```
+---
+<style>body{display:none}</style>"""
+
+# what renderMarkdown may produce: these elements, with only these attributes
+ALLOWED = {
+    "P", "BR", "STRONG", "EM", "DEL", "CODE", "PRE", "A", "H3", "H4", "H5", "H6",
+    "UL", "OL", "LI", "BLOCKQUOTE", "HR",
+}  # fmt: skip
+
+
+async def test_the_markdown_renderer_builds_only_safe_nodes(server):
+    async with launch_browser() as browser:
+        page, watch = await open_page(browser)
+        await page.goto(f"{server.url}/demo")
+        found = await page.evaluate(
+            """async (text) => {
+                const { renderMarkdown } = await import("/demo/markdown.js");
+                const box = document.createElement("div");
+                box.append(renderMarkdown(text));
+                return {
+                    tags: [...box.querySelectorAll("*")].map((e) => e.tagName),
+                    attributes: [...box.querySelectorAll("*")].flatMap(
+                        (e) => [...e.attributes].map((a) => `${e.tagName} ${a.name}=${a.value}`)),
+                    text: box.textContent,
+                };
+            }""",
+            MARKDOWN_SAMPLE,
+        )
+        assert set(found["tags"]) <= ALLOWED
+        for tag in ("H3", "STRONG", "EM", "DEL", "CODE", "PRE", "A", "UL", "OL", "LI", "BLOCKQUOTE", "HR"):
+            assert tag in found["tags"], tag
+        assert found["tags"].count("A") == 1
+        assert sorted(found["attributes"]) == [
+            "A href=https://example.org/a?b=1",
+            "A rel=noopener noreferrer nofollow",
+            "A target=_blank",
+            "CODE data-lang=html",
+        ]
+        for literal in (
+            "<img src=x onerror=alert(1)>",
+            "<script>alert(1)</script>",
+            '<a href="javascript:alert(1)">raw</a>',
+            "<svg onload=alert(1)>",
+            '<script>alert("in a fence")</script>',
+            "<style>body{display:none}</style>",
+            "[bad one](javascript:alert(1))",
+        ):
+            assert literal in found["text"]
         assert_clean(watch)
 
 

@@ -260,7 +260,7 @@ function readAnswer(eventsUrl, answer, startedAt) {
     answer.setMeta([
       `${chunks} chunk${chunks === 1 ? "" : "s"}`,
       firstAt === null ? "waiting for the first chunk" : `first after ${seconds(firstAt - startedAt)}`,
-      reconnects ? { className: "tag", text: `resumed ×${reconnects}` } : null,
+      reconnects ? { className: "tag tag-warn", text: `connection dropped ×${reconnects}` } : null,
     ]);
   };
 
@@ -385,7 +385,9 @@ async function send() {
     return;
   }
   answer.setState("streaming");
+  const isNew = accepted.session_id !== state.sessionId;
   setSession(accepted.session_id);
+  if (isNew) refreshSessions().catch(() => {});
   await readAnswer(accepted.events_url, answer, startedAt);
 }
 
@@ -396,11 +398,11 @@ function showModel(model) {
   ui.model.hidden = !model;
 }
 
-function setSession(sessionId) {
+function setSession(sessionId, { remember = true } = {}) {
   state.sessionId = sessionId;
   ui.sessionId.textContent = sessionId ?? "—";
   ui.sessionId.title = sessionId ?? "No session yet: the first message starts one";
-  writeStorage(SESSION_STORAGE, sessionId);
+  if (remember) writeStorage(SESSION_STORAGE, sessionId);
   for (const button of ui.sessionList.querySelectorAll("button[data-session]")) {
     button.setAttribute("aria-current", String(button.dataset.session === sessionId));
   }
@@ -585,6 +587,6 @@ async function start() {
   document.body.dataset.ready = "true";
 }
 
-setSession(null);
+setSession(null, { remember: false });
 updateEmpty();
 start().catch((error) => notify(error.message));
