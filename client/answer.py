@@ -182,9 +182,9 @@ class RichView:
             return Group(body, Text(f"● streaming… {self._chunks} chunks", style="dim cyan"))
         return body
 
-    def _update(self) -> None:
+    def _update(self, *, now: bool = False) -> None:
         if self._live is not None:
-            self._live.update(self._renderable())
+            self._live.update(self._renderable(), refresh=now)
 
     def text(self, piece: str) -> None:
         self._start()
@@ -200,7 +200,7 @@ class RichView:
         self._notice = (
             Text(f"⟳ {_notice_text(notice)}", style="yellow") if isinstance(notice, Reconnecting) else None
         )
-        self._update()
+        self._update(now=True)  # drawn at once, however short the wait
 
     def finish(self, outcome: Outcome) -> None:
         if self._live is None and outcome.status in (LOST, REFUSED) and not outcome.chunks:

@@ -9,6 +9,7 @@ test sleeps to synchronise or asserts on timing.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -261,8 +262,15 @@ def spawn(url: str, *args: str) -> pexpect.spawn:
         dimensions=(50, 150),
         timeout=30,
     )
+    child.logfile_read = io.StringIO()  # the whole transcript, for the "no traceback" checks
     child.expect("Connected to Quart SSE server")
     return child
+
+
+def transcript(child: pexpect.spawn) -> str:
+    log = child.logfile_read
+    assert isinstance(log, io.StringIO)
+    return log.getvalue()
 
 
 def prompt(child: pexpect.spawn) -> str:
@@ -323,6 +331,7 @@ def test_interactive_session_commands(server):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+    assert "Traceback" not in transcript(child)
 
 
 def test_interactive_information_commands(server):
@@ -380,3 +389,50 @@ def test_interactive_ctrl_c_cancels_the_answer_and_returns_to_the_prompt(start_s
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+async def test_interactive_answer_survives_a_cut_with_a_visible_reconnecting_state(start_server, http):
+    srv = start_server(SIM_RESPONSE_CHUNKS="40")
+    async with CutProxy(srv.port) as proxy:
+        proxy.cut_after(1200, how="reset")
+        child = await asyncio.to_thread(spawn, proxy.url)
+        try:
+            await asyncio.to_thread(prompt, child)
+            child.sendline("keep going through the cut")
+            await asyncio.to_thread(child.expect, r"⟳ reconnecting \(attempt 1/8\)")
+            await asyncio.to_thread(child.expect, "SSE STREAM COMPLETED")
+            await asyncio.to_thread(child.expect, rf"Reconnections:{ANSI}1")
+            sid = await asyncio.to_thread(prompt, child)
+            child.sendline("/quit")
+            await asyncio.to_thread(child.expect, pexpect.EOF)
+        finally:
+            child.close(force=True)
+    assert proxy.cuts == 1
+    async with http.get(f"{srv.url}/sessions") as r:
+        (only,) = (await r.json())["sessions"]
+    assert only["session_id"].startswith(sid)
+    assert only["message_count"] == 2
+
+
+def test_interactive_server_gone_between_messages(start_server):
+    srv = start_server()
+    child = spawn(srv.url, "--reconnect-attempts", "2")
+    try:
+        prompt(child)
+        srv.stop()
+        child.sendline("is anyone there?")
+        child.expect(r"cannot reach the server, retrying \(attempt 1/2\)")
+        child.expect(r"✖ cannot reach the server")
+        prompt(child)
+        child.sendline("/sessions")
+        child.expect(r"✖ Cannot reach the server at http://127\.0\.0\.1:\d+ \(connection refused\)")
+        prompt(child)
+        child.sendline("/stats")
+        child.expect(rf"Failed Streams:{ANSI}1")
+        prompt(child)
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert "Traceback" not in transcript(child)
