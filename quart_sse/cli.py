@@ -82,11 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings.shutdown_grace,
             )
             rt.generations.accepting = False
-            running = [g.done.wait() for g in rt.generations.running.values()]
+            running = [g.task for g in rt.generations.running.values() if g.task is not None]
             if running:
-                await asyncio.wait(
-                    [asyncio.ensure_future(w) for w in running], timeout=settings.shutdown_grace
-                )
+                await asyncio.wait(running, timeout=settings.shutdown_grace)
             await rt.generations.cancel_all("interrupted")
             await rt.writer.flush()
 

@@ -52,7 +52,6 @@ class Generation:
         "channel",
         "chunks",
         "client",
-        "done",
         "finishing",
         "message_preview",
         "session_id",
@@ -71,10 +70,14 @@ class Generation:
         self.cancel_code: str | None = None
         self.chunks = 0
         self.started = time.monotonic()
-        self.done = asyncio.Event()
         self.finishing = False
         self._last_piece = 0.0
         self._deadline_handle: asyncio.TimerHandle | None = None
+
+    async def wait(self) -> None:
+        """Until the final event is in the stream (the task's end)."""
+        if self.task is not None:
+            await asyncio.wait({self.task})
 
     def cancel(self, code: str) -> bool:
         """Stop the model; the stream ends with an ``error`` event of ``code``."""
@@ -146,7 +149,7 @@ class Generations:
         generation = self.running.get(stream_id)
         if generation is None or not generation.cancel(code):
             return False
-        await generation.done.wait()
+        await generation.wait()
         return True
 
     async def cancel_session(self, session_id: str) -> None:
@@ -157,7 +160,7 @@ class Generations:
     async def cancel_all(self, code: str) -> None:
         for generation in list(self.running.values()):
             generation.cancel(code)
-        await asyncio.gather(*(g.done.wait() for g in list(self.running.values())))
+        await asyncio.gather(*(g.wait() for g in list(self.running.values())))
 
     # The generation task ------------------------------------------------------------------
 
@@ -287,9 +290,6 @@ class Generations:
         else:
             stats.streams_failed += 1
             final = {"type": "error", "message": error_message, "code": status, "session_id": gen.session_id}
-        try:
-            await gen.channel.put(encode_event(event_id, final), final=True)
-        finally:
-            gen.done.set()
-            if self._on_end is not None:
-                self._on_end(gen, Outcome(status, chunks, seconds, error_message))
+        await gen.channel.put(encode_event(event_id, final), final=True)
+        if self._on_end is not None:
+            self._on_end(gen, Outcome(status, chunks, seconds, error_message))

@@ -30,7 +30,7 @@ class Runtime:
             "readers": self.stats.readers_open,
             "generations": len(running),
             "generation_tasks": sum(1 for g in running.values() if g.task is not None and not g.task.done()),
-            "queued_frames": sum(g.channel.queue.qsize() for g in running.values()),
+            "queued_frames": sum(len(g.channel.frames) for g in running.values()),
             **self.store.debug_counts(),
         }
 

@@ -1,6 +1,6 @@
 """The stream engine's two halves around the store's log: the log writer and the readers.
 
-Writing: every generation puts its encoded frames into its own bounded ``asyncio.Queue``
+Writing: every generation puts its encoded frames into its own bounded queue
 (:class:`Channel`) and marks the channel dirty.  One :class:`LogWriter` task per process
 drains every dirty channel in one pass and hands all their frames to the store in a single
 ``append`` (a list extend for memory, one pipeline for Redis), which wakes the readers.
@@ -28,24 +28,33 @@ log = logging.getLogger("quart_sse.streams")
 
 
 class Channel:
-    """A generation's way into its stream's log: a bounded queue of encoded frames."""
+    """A generation's way into its stream's log: a bounded queue of encoded frames.
 
-    __slots__ = ("dirty", "finished", "queue", "stream_id", "writer")
+    One producer (the generation) and one consumer (the log writer), so a list and one
+    future do what ``asyncio.Queue(maxsize)`` does here, without its three deques and its
+    Event (about 2.6 KB per stream when 10,000 streams are open).
+    """
+
+    __slots__ = ("_putter", "dirty", "finished", "frames", "maxsize", "stream_id", "writer")
 
     def __init__(self, stream_id: str, writer: LogWriter, maxsize: int) -> None:
         self.stream_id = stream_id
         self.writer = writer
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize)
+        self.maxsize = maxsize
+        self.frames: list[bytes] = []
         self.dirty = False
         self.finished = False
+        self._putter: asyncio.Future[None] | None = None
 
     async def put(self, frame: bytes, *, final: bool = False) -> None:
         """Queue one frame; waits only while the queue is full (the writer is behind)."""
-        queue = self.queue
-        if queue.full():
-            await queue.put(frame)
-        else:
-            queue.put_nowait(frame)
+        while len(self.frames) >= self.maxsize:
+            self._putter = asyncio.get_running_loop().create_future()
+            try:
+                await self._putter
+            finally:
+                self._putter = None
+        self.frames.append(frame)
         if final:
             self.finished = True
         if not self.dirty:
@@ -53,10 +62,13 @@ class Channel:
             self.writer.mark(self)
 
     def drain(self) -> Append:
-        queue = self.queue
-        frames = [queue.get_nowait() for _ in range(queue.qsize())]
+        """Everything queued, for the log writer; wakes a generation waiting to put."""
+        frames, self.frames = self.frames, []
         self.dirty = False
-        return Append(self.stream_id, frames, self.finished and queue.empty())
+        putter = self._putter
+        if putter is not None and not putter.done():
+            putter.set_result(None)
+        return Append(self.stream_id, frames, self.finished)
 
 
 class LogWriter:
