@@ -15,10 +15,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from playwright.async_api import Page, expect
+from yarl import URL
 
 from tests.support.browser import PageWatch, launch_browser, open_page
-
-pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 WAIT_MS = 20_000  # an upper bound for Playwright's waiting, not a timing assertion
@@ -57,6 +56,33 @@ def assert_clean(watch: PageWatch) -> None:
     assert watch.console_errors == []
 
 
+async def test_the_page_and_its_assets_are_public_and_locked_down(start_server, http):
+    """No key is needed for the page (the page asks for one); the API still needs it."""
+    server = start_server(API_KEYS="secret")
+    async with http.get(f"{server.url}/demo") as response:
+        assert response.status == 200
+        assert response.content_type == "text/html"
+        html = await response.text()
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    for element_id in ("message", "send", "messages", "new-session", "session-id", "status"):
+        assert f'id="{element_id}"' in html
+    assert "http://" not in html and "https://" not in html  # nothing from a CDN
+    for asset, kind in (
+        ("app.js", "text/javascript"),
+        ("markdown.js", "text/javascript"),
+        ("demo.css", "text/css"),
+    ):
+        async with http.get(f"{server.url}/demo/{asset}") as response:
+            assert response.status == 200
+            assert response.content_type == kind
+    for missing in ("/demo/nothing.js", "/demo/%2e%2e/config.py", "/demo/..%2Fapp.py"):
+        async with http.get(URL(f"{server.url}{missing}", encoded=True)) as response:
+            assert response.status == 404
+    async with http.get(f"{server.url}/sessions") as response:
+        assert response.status == 401
+
+
+@pytest.mark.browser
 async def test_a_message_shows_the_whole_answer(server, http):
     async with launch_browser() as browser:
         page, watch = await open_page(browser)
@@ -188,6 +214,7 @@ class StreamCutProxy:
                     return
 
 
+@pytest.mark.browser
 async def test_a_cut_connection_reconnects_and_shows_the_whole_answer_once(start_server, http):
     server = start_server(SIM_CHUNK_DELAY_MS="30", SIM_RESPONSE_CHUNKS="20", SSE_RETRY_MS="200")
     proxy = StreamCutProxy(server.port, cut_after=4)
@@ -225,6 +252,7 @@ async def test_a_cut_connection_reconnects_and_shows_the_whole_answer_once(start
         await proxy.aclose()
 
 
+@pytest.mark.browser
 async def test_stop_ends_the_answer_and_keeps_what_came(start_server, http):
     server = start_server(SIM_CHUNK_DELAY_MS="40", SIM_RESPONSE_CHUNKS="200")
     async with launch_browser() as browser:
@@ -248,6 +276,7 @@ async def test_stop_ends_the_answer_and_keeps_what_came(start_server, http):
         assert_clean(watch)
 
 
+@pytest.mark.browser
 async def test_a_reload_mid_answer_picks_the_stream_up_again(start_server, http):
     server = start_server(SIM_CHUNK_DELAY_MS="40", SIM_RESPONSE_CHUNKS="80")
     async with launch_browser() as browser:
@@ -272,6 +301,7 @@ async def test_a_reload_mid_answer_picks_the_stream_up_again(start_server, http)
         assert_clean(watch)
 
 
+@pytest.mark.browser
 async def test_model_text_is_never_run_as_markup(server, http):
     async with launch_browser() as browser:
         page, watch = await open_page(browser)
@@ -289,6 +319,7 @@ async def test_model_text_is_never_run_as_markup(server, http):
         assert_clean(watch)
 
 
+@pytest.mark.browser
 async def test_markdown_renders_with_safe_elements_only(server):
     async with launch_browser() as browser:
         page, watch = await open_page(browser)
@@ -330,6 +361,7 @@ ALLOWED = {
 }  # fmt: skip
 
 
+@pytest.mark.browser
 async def test_the_markdown_renderer_builds_only_safe_nodes(server):
     async with launch_browser() as browser:
         page, watch = await open_page(browser)
@@ -371,6 +403,7 @@ async def test_the_markdown_renderer_builds_only_safe_nodes(server):
         assert_clean(watch)
 
 
+@pytest.mark.browser
 async def test_session_controls_new_switch_clear_delete(server, http):
     async with launch_browser() as browser:
         page, watch = await open_page(browser)
@@ -410,6 +443,7 @@ async def test_session_controls_new_switch_clear_delete(server, http):
         assert_clean(watch)
 
 
+@pytest.mark.browser
 async def test_the_page_asks_for_an_api_key_when_the_server_needs_one(start_server):
     server = start_server(API_KEYS="demo-key-1,demo-key-2")
     async with launch_browser() as browser:
@@ -431,6 +465,7 @@ async def test_the_page_asks_for_an_api_key_when_the_server_needs_one(start_serv
         assert all("401" in line for line in watch.console_errors)
 
 
+@pytest.mark.browser
 async def test_screenshots_for_people(server):
     """Leaves tests/artifacts/demo.png (desktop, light) and demo-phone.png (phone, dark)."""
     ARTIFACTS.mkdir(exist_ok=True)
