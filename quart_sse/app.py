@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from quart import Quart, Response, request
 from quart_schema import Info, QuartSchema
 from quart_schema.openapi import OpenAPIProvider
 
-from quart_sse import __version__, errors
+from quart_sse import __version__, auth, errors
+from quart_sse.asgi import StreamingRoutes
 from quart_sse.blueprints import chat, demo, sessions, streams, system
 from quart_sse.config import Settings
 from quart_sse.console import stream_ended, stream_started
-from quart_sse.errors import APIError
 from quart_sse.generation import Generation, Generations, Outcome
 from quart_sse.metrics import Stats
 from quart_sse.providers import Provider, create_provider
@@ -24,15 +23,30 @@ from quart_sse.streams import LogWriter
 FLUSH_DELAY = 0.002
 """Seconds the log writer waits after the first new frame, so readers get frames in batches."""
 
-# Paths that need no API key even when API_KEYS is set (API.md, Configuration).
-PUBLIC_PATHS = ("/health", "/docs", "/openapi.json", "/demo")
-PUBLIC_PREFIXES = ("/docs/", "/demo/", "/static/")
 
 _EVENT_SCHEMAS = ("SessionInfoEvent", "StatusEvent", "ChunkEvent", "CompleteEvent", "ErrorEvent")
 
 
+_STREAM_DOCS = {
+    ("/chat/stream", "post"): (
+        "Send a message and read the answer as it is generated (text/event-stream).",
+        "Starts a generation and answers with its stream directly: ``retry:``, then the events "
+        "``session_info``, ``status``, ``chunk``... and ``complete`` (or ``error``). If the connection "
+        "drops, resume with ``GET /streams/{stream_id}/events`` and ``Last-Event-ID``.",
+    ),
+    ("/streams/{stream_id}/events", "get"): (
+        "Read a stream (text/event-stream): replay after Last-Event-ID, then live.",
+        "The id comes from the ``Last-Event-ID`` header or, for clients that cannot set headers, "
+        "``?last_event_id=`` (the header wins). Without one the stream is read from its first event. "
+        "A finished stream stays readable for ``STREAM_RETENTION`` seconds; when nothing follows the "
+        "given id the answer is 204 (an EventSource then stops reconnecting). With ``API_KEYS`` set, "
+        "the key may come as ``?access_token=``.",
+    ),
+}
+
+
 class SSEOpenAPIProvider(OpenAPIProvider):
-    """quart-schema's generator, with the two SSE endpoints answering ``text/event-stream``."""
+    """quart-schema's generator, plus the two streaming routes served in front of Quart."""
 
     def schema(self) -> dict[str, Any]:
         from quart_schema.conversion import model_schema
@@ -41,46 +55,54 @@ class SSEOpenAPIProvider(OpenAPIProvider):
 
         spec: dict[str, Any] = super().schema()
         components = spec.setdefault("components", {}).setdefault("schemas", {})
-        for name in _EVENT_SCHEMAS:
+        for name in (*_EVENT_SCHEMAS, "ChatRequest", "ErrorBody"):
             components[name] = model_schema(
                 getattr(schemas, name), preference=None, schema_mode="serialization"
             )
+        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
         event_stream = {
-            "text/event-stream": {
-                "schema": {"oneOf": [{"$ref": f"#/components/schemas/{n}"} for n in _EVENT_SCHEMAS]},
-                "example": 'retry: 2000\n\nid: 1\nevent: session_info\ndata: {"type": "session_info"}\n\n',
-            }
+            "description": "An SSE stream: each event has id, event (= data.type) and data (one JSON line), "
+            "one of the schemas below; ': ping' comments on quiet streams.",
+            "content": {
+                "text/event-stream": {
+                    "schema": {"oneOf": [{"$ref": f"#/components/schemas/{n}"} for n in _EVENT_SCHEMAS]},
+                }
+            },
         }
-        for path, method in (("/chat/stream", "post"), ("/streams/{stream_id}/events", "get")):
-            operation = spec.get("paths", {}).get(path, {}).get(method)
-            if operation is None:
-                continue
-            responses = operation.setdefault("responses", {})
-            responses[200] = {
-                "description": "An SSE stream: each event has id, event (= data.type) and data (one JSON "
-                "line), one of the schemas below; ': ping' comments on quiet streams.",
-                "content": event_stream,
-            }
-            if method == "get":
+        paths = spec.setdefault("paths", {})
+        for (path, method), (summary, description) in _STREAM_DOCS.items():
+            operation: dict[str, Any] = {"summary": summary, "description": description}
+            responses: dict[int, Any] = {200: event_stream}
+            if method == "post":
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
+                }
+                for status in (400, 404, 409, 413, 503):
+                    responses[status] = {"description": "see API.md, Errors", **error}
+            else:
+                operation["parameters"] = [
+                    {"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "resume after this event id",
+                    },
+                    {
+                        "name": "last_event_id",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "the same, for clients that cannot set headers (the header wins)",
+                    },
+                ]
                 responses[204] = {"description": "the stream has ended and nothing follows the given id"}
-                operation.setdefault("parameters", []).extend(
-                    [
-                        {
-                            "name": "Last-Event-ID",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string"},
-                            "description": "resume after this event id",
-                        },
-                        {
-                            "name": "last_event_id",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string"},
-                            "description": "the same, for clients that cannot set headers (the header wins)",
-                        },
-                    ]
-                )
+                for status in (400, 404):
+                    responses[status] = {"description": "see API.md, Errors", **error}
+            operation["responses"] = responses
+            paths.setdefault(path, {})[method] = operation
         return spec
 
 
@@ -133,26 +155,13 @@ def create_app(
 
     @app.before_request
     async def authenticate() -> None:
-        if not keys:
-            return
-        path = request.path
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
-            return
-        header = request.headers.get("Authorization", "")
-        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-        if not token and request.method == "GET" and path.startswith("/streams/"):
-            token = request.args.get("access_token", "")
-        presented = token.encode()
-        valid = False
-        for key in keys:  # every key compared, in constant time
-            valid |= hmac.compare_digest(presented, key)
-        if not valid:
-            raise APIError(
-                401,
-                errors.UNAUTHORIZED,
-                "a valid API key is needed: send 'Authorization: Bearer <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        auth.check(
+            keys,
+            request.method,
+            request.path,
+            request.headers.get("Authorization", ""),
+            request.args.get("access_token", ""),
+        )
 
     @app.after_request
     async def count(response: Response) -> Response:
@@ -162,6 +171,9 @@ def create_app(
         else:
             stats.requests_ok += 1
         return response
+
+    # The streaming routes are answered in front of Quart (see quart_sse.asgi).
+    app.asgi_app = StreamingRoutes(app.asgi_app, rt)  # type: ignore[method-assign, assignment, arg-type]
 
     @app.before_serving
     async def startup() -> None:

@@ -7,7 +7,7 @@ drains every dirty channel in one pass and hands all their frames to the store i
 The writer waits ``flush_delay`` after the first mark before it drains, so that under load
 each reader finds several frames waiting and writes them with one body message.
 
-Reading: :func:`sse_body` is the body of every SSE response.  It writes ``retry:`` at once,
+Reading: :func:`pump` writes the body of every SSE response.  It writes ``retry:`` at once,
 then replays the log after the client's id, then waits in the store's read for more; a
 read that times out after ``heartbeat_interval`` of silence writes ``: ping``.  It does no
 model work, and it is released (``finally``) the moment Quart cancels it on a disconnect.
@@ -18,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from quart_sse.metrics import Stats
 from quart_sse.sse import PING, retry_frame
 from quart_sse.stores.base import Append, Store
 
 log = logging.getLogger("quart_sse.streams")
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Channel:
@@ -122,7 +125,8 @@ class LogWriter:
         await self.flush()
 
 
-async def sse_body(
+async def pump(
+    send: ASGISend,
     store: Store,
     stream_id: str,
     after: int,
@@ -130,8 +134,12 @@ async def sse_body(
     retry_ms: int,
     heartbeat: float,
     stats: Stats,
-) -> AsyncIterator[bytes]:
-    """The bytes of one SSE response: ``retry:``, replay after ``after``, then live."""
+) -> None:
+    """Write one SSE response body to ``send``: ``retry:``, replay after ``after``, then live.
+
+    Everything waiting in the log goes out in one body message.  Returns after the final
+    event; a disconnect cancels it (in a wait or in ``send``), and ``finally`` releases it.
+    """
     loop = asyncio.get_running_loop()
     stats.readers_open += 1
     stats.readers_opened += 1
@@ -142,7 +150,13 @@ async def sse_body(
         frames, finished = result
         after += len(frames)
         # The response head goes out with the first body write: write it at once.
-        yield retry_frame(retry_ms) + b"".join(frames)
+        await send(
+            {
+                "type": "http.response.body",
+                "body": retry_frame(retry_ms) + b"".join(frames),
+                "more_body": True,
+            }
+        )
         last_write = loop.time()
         while not finished:
             result = await store.read(stream_id, after, last_write + heartbeat - loop.time())
@@ -151,10 +165,12 @@ async def sse_body(
             frames, finished = result
             if frames:
                 after += len(frames)
-                yield frames[0] if len(frames) == 1 else b"".join(frames)
-                last_write = loop.time()
+                body = frames[0] if len(frames) == 1 else b"".join(frames)
             elif not finished and loop.time() - last_write >= heartbeat * 0.999:
-                yield PING
-                last_write = loop.time()
+                body = PING
+            else:
+                continue
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            last_write = loop.time()
     finally:
         stats.readers_open -= 1

@@ -9,6 +9,7 @@ from quart import Blueprint, Response, current_app, send_from_directory
 from quart_schema import document_response, hide
 
 from quart_sse import __version__
+from quart_sse.asgi import ROUTES
 from quart_sse.metrics import prometheus_text
 from quart_sse.runtime import Runtime, runtime
 from quart_sse.schemas import Health, ServerInfo, Stats
@@ -22,7 +23,8 @@ async def index() -> dict[str, object]:
     """Server name, version, model, and the list of endpoints."""
     rt = runtime()
     endpoints = sorted(
-        {
+        {*ROUTES}
+        | {
             f"{method} {rule.rule}"
             for rule in current_app.url_map.iter_rules()
             for method in sorted(rule.methods or ())

@@ -1,0 +1,184 @@
+"""The two routes that answer with a stream, served on ASGI directly, in front of Quart.
+
+``POST /chat/stream`` and ``GET /streams/{id}/events`` hold their connection for as long
+as the answer lasts, so what each costs per stream counts ten thousand times.  Quart's
+request machinery (two tasks, request and response objects, contexts, before/after hooks)
+costs about 10 KB and a few hundred microseconds per stream; here the only per-stream
+extra is one small task that waits for the client's disconnect and cancels the writer.
+Every other request goes to Quart.  The same shared pieces do the work: :mod:`auth`,
+:mod:`chat` (validation, API.md's order of checks), :func:`streams.pump`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from quart_sse import auth, errors
+from quart_sse.chat import body_too_large, start_generation
+from quart_sse.errors import APIError
+from quart_sse.runtime import Runtime
+from quart_sse.sse import parse_last_event_id
+from quart_sse.streams import pump
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+# The routes served here, as Quart would list them (for GET /).
+ROUTES = ("POST /chat/stream", "GET /streams/<stream_id>/events")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def send_error(send: Send, error: APIError) -> None:
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    length = _header(scope, b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise body_too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(limit)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+class StreamingRoutes:
+    """ASGI: serve the streaming routes here, pass everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp, rt: Runtime) -> None:
+        self.app = app
+        self.rt = rt
+        self.keys = tuple(key.encode() for key in rt.settings.api_keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            method: str = scope["method"]
+            if path == "/chat/stream":
+                if method == "POST":
+                    return await self._answer(scope, receive, send, self._chat_stream)
+            elif path.startswith("/streams/") and path.endswith("/events") and path.count("/") == 3:
+                if method == "GET":
+                    return await self._answer(scope, receive, send, self._stream_events)
+        await self.app(scope, receive, send)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        handler: Callable[[Scope, Receive, Send, dict[str, list[str]]], Awaitable[None]],
+    ) -> None:
+        stats = self.rt.stats
+        stats.requests_total += 1
+        query = parse_qs(scope["query_string"].decode("latin-1")) if scope["query_string"] else {}
+        try:
+            auth.check(
+                self.keys,
+                scope["method"],
+                scope["path"],
+                _header(scope, b"authorization") or "",
+                query.get("access_token", [""])[0],
+            )
+            await handler(scope, receive, send, query)
+        except APIError as error:
+            stats.requests_failed += 1
+            await send_error(send, error)
+        else:
+            stats.requests_ok += 1
+
+    async def _chat_stream(
+        self, scope: Scope, receive: Receive, send: Send, query: dict[str, list[str]]
+    ) -> None:
+        rt = self.rt
+        raw = await read_body(scope, receive, rt.settings.max_body_bytes)
+        client = scope.get("client") or ("?", 0)
+        generation = await start_generation(rt, raw, client[0])
+        await self._stream(receive, send, generation.stream_id, 0)
+
+    async def _stream_events(
+        self, scope: Scope, receive: Receive, send: Send, query: dict[str, list[str]]
+    ) -> None:
+        stream_id = scope["path"].split("/")[2]
+        await read_body(scope, receive, self.rt.settings.max_body_bytes)  # a GET's (empty) body
+        raw = _header(scope, b"last-event-id")
+        if raw is None:
+            raw = query.get("last_event_id", [None])[0]
+        try:
+            after = parse_last_event_id(raw) or 0
+        except ValueError as exc:
+            raise APIError(400, errors.INVALID_LAST_EVENT_ID, f"malformed Last-Event-ID: {exc}") from None
+        info = await self.rt.store.get_stream(stream_id)
+        if info is None:
+            raise APIError(404, errors.STREAM_NOT_FOUND, f"no stream {stream_id} (unknown or expired)")
+        if info.finished and after >= info.last_id:
+            # Nothing follows: 204 tells an EventSource to stop reconnecting.
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        await self._stream(receive, send, stream_id, after)
+
+    async def _stream(self, receive: Receive, send: Send, stream_id: str, after: int) -> None:
+        """The SSE response; a disconnect cancels it at once, wherever it waits."""
+        rt = self.rt
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        def disconnected(_: object) -> None:
+            nonlocal gone
+            gone = True
+            task.cancel()
+
+        # After the request body, the next ASGI message can only be the disconnect.
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(disconnected)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await pump(
+                send,
+                rt.store,
+                stream_id,
+                after,
+                retry_ms=rt.settings.sse_retry_ms,
+                heartbeat=rt.settings.heartbeat_interval,
+                stats=rt.stats,
+            )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+        finally:
+            watcher.remove_done_callback(disconnected)
+            watcher.cancel()
