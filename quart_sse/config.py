@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -65,6 +66,8 @@ class Settings:
     gemini_base_url: str | None = None
     system_prompt: str | None = None
     model_timeout: float = 60.0
+    model_retries: int = 3
+    model_retry_delay: float = 1.0
     openai_base_url: str | None = None
     openai_api_key: str | None = field(default=None, repr=False)
     openai_model: str | None = None
@@ -119,6 +122,8 @@ class Settings:
         read("GEMINI_BASE_URL", "gemini_base_url", _text)
         read("SYSTEM_PROMPT", "system_prompt", _text)
         read("MODEL_TIMEOUT", "model_timeout", _number(float, minimum=0.001))
+        read("MODEL_RETRIES", "model_retries", _number(int, minimum=0))
+        read("MODEL_RETRY_DELAY", "model_retry_delay", nonneg)
         read("OPENAI_BASE_URL", "openai_base_url", _text)
         read("OPENAI_API_KEY", "openai_api_key", _text)
         read("OPENAI_MODEL", "openai_model", _text)
@@ -162,6 +167,10 @@ class Settings:
             raise ConfigError("MODEL_PROVIDER=gemini needs GEMINI_API_KEY or GOOGLE_API_KEY")
         if self.model_provider == "openai" and not self.openai_base_url:
             raise ConfigError("MODEL_PROVIDER=openai needs OPENAI_BASE_URL (e.g. http://localhost:11434/v1)")
+        name, url = {"gemini": ("GEMINI_BASE_URL", self.gemini_base_url),
+                     "openai": ("OPENAI_BASE_URL", self.openai_base_url)}.get(self.model_provider, ("", None))
+        if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
+            raise ConfigError(f"{name} has value {url!r}: expected an http:// or https:// URL")
         if self.web_concurrency > 1 and not self.redis_url:
             raise ConfigError(
                 f"WEB_CONCURRENCY={self.web_concurrency} needs REDIS_URL: with the memory store "

@@ -1,0 +1,217 @@
+"""Any OpenAI-compatible server (``MODEL_PROVIDER=openai``): Ollama, vLLM, llama.cpp, OpenAI.
+
+``POST {OPENAI_BASE_URL}/chat/completions`` with ``stream: true``, read with aiohttp: the
+whole conversation as ``messages`` (``user`` / ``assistant``, ``SYSTEM_PROMPT`` first as
+``system``), ``OPENAI_MODEL`` as ``model``, ``Authorization: Bearer`` only when
+``OPENAI_API_KEY`` is set.  The answer is Server-Sent Events: ``data: {json}`` with text in
+``choices[0].delta.content``, ``finish_reason`` on the last one, ``data: [DONE]`` at the end;
+comment lines, events without choices and role-only deltas are skipped.
+
+Failures map to API.md's codes as for Gemini (see :mod:`quart_sse.providers.retry`),
+including ``{"error": ...}`` events sent on an HTTP 200.  aiohttp's default 300 s limit on
+the whole answer is off: the stream engine cuts a silent model after ``MODEL_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import aiohttp
+
+from quart_sse import errors
+from quart_sse.providers.base import FinishReason, ProviderError
+from quart_sse.providers.retry import (
+    RETRYABLE_STATUS,
+    RetryPolicy,
+    auth_error,
+    code_for_status,
+    finish_reason,
+    gave_up,
+    parse_delay,
+    safe_text,
+)
+from quart_sse.stores.base import Message
+
+log = logging.getLogger("quart_sse.providers.openai")
+
+BACKEND = "the OpenAI-compatible server"
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """The server said no: an HTTP status other than 200, or an ``error`` event."""
+
+    def __init__(self, status: int, message: str, asked: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.asked = asked
+
+
+def to_messages(history: Sequence[Message], system_prompt: str | None) -> list[dict[str, str]]:
+    """Chat messages: empty turns left out, consecutive turns of one role joined."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for message in history:
+        if not message.content.strip():
+            continue
+        role = "assistant" if message.role == "model" else "user"
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += "\n\n" + message.content
+        else:
+            messages.append({"role": role, "content": message.content})
+    return messages
+
+
+def error_message(body: Any) -> str:
+    """The human part of an error body: ``{"error": {"message"}}``, ``{"error": "..."}``..."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return str(inner.get("message") or inner.get("type") or inner)
+        return str(inner)
+    return str(body)
+
+
+def _status_of(error: Any) -> int:
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    if isinstance(code, str) and code.isdigit():
+        return int(code)
+    return 0
+
+
+def _asked_delay(headers: Any) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        delay = parse_delay(ms)
+        return None if delay is None else delay / 1000
+    return parse_delay(headers.get("Retry-After"))
+
+
+class OpenAIProvider:
+    """A model behind an OpenAI-compatible ``/chat/completions``."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None,
+        *,
+        api_key: str | None = None,
+        system_prompt: str | None = None,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.model = model or "default"
+        self._model = model
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._key = api_key
+        self._system_prompt = system_prompt
+        self._policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:  # made inside the serving loop
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    async def stream(self, history: Sequence[Message]) -> AsyncIterator[str]:
+        body: dict[str, Any] = {"messages": to_messages(history, self._system_prompt), "stream": True}
+        if self._model:
+            body["model"] = self._model
+        headers = {"Accept": "text/event-stream"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        retry = 0
+        while True:
+            sent = False
+            try:
+                reason: str | None = None
+                async with self._http().post(self._url, json=body, headers=headers) as response:
+                    if response.status != 200:
+                        raw = await response.content.read(ERROR_BODY_LIMIT)
+                        try:
+                            parsed: Any = json.loads(raw)
+                        except ValueError:
+                            parsed = raw.decode(errors="replace") or response.reason
+                        raise UpstreamError(
+                            response.status, error_message(parsed), _asked_delay(response.headers)
+                        )
+                    data: list[str] = []
+                    async for raw_line in response.content:
+                        line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
+                        if line:
+                            if line.startswith("data:"):
+                                data.append(line[6:] if line.startswith("data: ") else line[5:])
+                            continue  # comments (": ping"), event:, id: and retry: lines
+                        if not data:
+                            continue
+                        payload, data = "\n".join(data), []
+                        if payload.strip() == "[DONE]":
+                            break
+                        event = json.loads(payload)
+                        if not isinstance(event, dict):
+                            continue
+                        if event.get("error") is not None:
+                            raise UpstreamError(_status_of(event["error"]), error_message(event))
+                        for choice in (event.get("choices") or ())[:1]:
+                            text = (choice.get("delta") or {}).get("content")
+                            if isinstance(text, str) and text:
+                                sent = True
+                                yield text
+                            if choice.get("finish_reason"):
+                                reason = finish_reason(str(choice["finish_reason"]))
+                if reason and not sent:
+                    raise ProviderError(
+                        errors.MODEL_ERROR,
+                        f"{BACKEND} ended without any text (finish reason: {reason})",
+                        finish_reason=reason,
+                    )
+                if reason:
+                    yield FinishReason(reason)
+                return
+            except ProviderError:
+                raise
+            except Exception as exc:
+                code, detail, asked = self._failure(exc, sent)
+            retry += 1
+            wait = self._policy.pause(retry, asked, loop.time() - started)
+            if wait is None:
+                raise gave_up(code, BACKEND, detail, retry, asked)
+            log.info("%s said %s; retry %d in %.2f s", BACKEND, detail, retry, wait)
+            await self._sleep(wait)
+
+    def _failure(self, exc: Exception, sent: bool) -> tuple[str, str, float | None]:
+        """(code, detail, pause asked for) of a failure worth a retry; raises any other."""
+        if isinstance(exc, UpstreamError):
+            if exc.status in (401, 403):
+                raise auth_error(BACKEND, "OPENAI_API_KEY") from None
+            detail = safe_text(f"{exc.status or 'error'}: {exc.message}", self._key)
+            if sent:
+                raise ProviderError(errors.MODEL_ERROR, f"{BACKEND} failed mid-answer ({detail})") from None
+            if exc.status not in RETRYABLE_STATUS:
+                raise ProviderError(code_for_status(exc.status), f"{BACKEND} refused the request ({detail})")
+            return code_for_status(exc.status), detail, exc.asked
+        if isinstance(exc, ValueError | UnicodeError) and not isinstance(exc, aiohttp.ClientError):
+            raise ProviderError(errors.MODEL_ERROR, f"{BACKEND} sent something that is not JSON") from None
+        if not isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
+            raise exc
+        detail = safe_text(f"{type(exc).__name__}: {exc}", self._key)
+        if sent:
+            raise ProviderError(errors.MODEL_ERROR, f"{BACKEND}'s answer broke off ({detail})") from None
+        return errors.MODEL_UNAVAILABLE, detail, None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

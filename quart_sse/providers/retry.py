@@ -1,0 +1,113 @@
+"""What the real backends share: retry pauses, HTTP status to ``error`` code, safe messages.
+
+A model that answers 429 or 5xx (or cannot be reached) before it has sent any text is asked
+again after a pause: the pause it asks for (``Retry-After``, Google's ``RetryInfo``) when it
+gives one, else an exponential backoff with jitter; ``MODEL_RETRIES`` times at most, and
+never so long that the stream's silence timeout (``MODEL_TIMEOUT``) would fire first.  After
+the first piece nothing is retried: the client has seen text that a new answer would not
+continue.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+from quart_sse import errors
+from quart_sse.config import Settings
+from quart_sse.providers.base import ProviderError
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+# Finish reasons are reported in lower case; these are renamed to API.md's words.
+_REASONS = {"length": "max_tokens", "content_filter": "safety", "finish_reason_unspecified": "other"}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*s?\s*$")
+
+
+def finish_reason(raw: str | None) -> str | None:
+    """``max_tokens``, ``safety``... from a model's reason; None for a normal stop."""
+    if not raw:
+        return None
+    reason = raw.strip().lower()
+    reason = _REASONS.get(reason, reason)
+    return None if reason == "stop" else reason
+
+
+def parse_delay(value: object) -> float | None:
+    """Seconds from a ``Retry-After`` value (seconds or HTTP date) or a duration such as ``"1.5s"``."""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    text = str(value)
+    match = _DURATION.match(text)
+    if match:
+        return float(match.group(1))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def code_for_status(status: int) -> str:
+    """API.md's ``error`` code for an HTTP status from the model."""
+    if status == 429:
+        return errors.RATE_LIMITED
+    if status in (401, 403):
+        return errors.AUTH
+    if status >= 500 or status == 408:
+        return errors.MODEL_UNAVAILABLE
+    return errors.MODEL_ERROR
+
+
+def safe_text(text: object, *secrets: str | None, limit: int = 200) -> str:
+    """One line of upstream text fit for a client: secrets removed, shortened."""
+    out = " ".join(str(text or "").split())
+    for secret in secrets:
+        if secret:
+            out = out.replace(secret, "[redacted]")
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def auth_error(backend: str, variable: str) -> ProviderError:
+    return ProviderError(errors.AUTH, f"{backend} refused the API key: check {variable}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to wait before asking the model again."""
+
+    retries: int = 3
+    delay: float = 1.0  # first backoff, doubled on each retry
+    max_delay: float = 30.0  # longest single pause, asked for or not
+    budget: float = 45.0  # seconds since the first attempt past which no retry starts
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        budget = 0.75 * settings.model_timeout
+        return cls(settings.model_retries, settings.model_retry_delay, min(30.0, budget), budget)
+
+    def pause(self, retry: int, asked: float | None, elapsed: float) -> float | None:
+        """Seconds to wait before retry number ``retry`` (1, 2, ...), or None to give up."""
+        if retry > self.retries:
+            return None
+        if asked is not None:
+            wait = asked
+        else:
+            base = min(self.max_delay, self.delay * 2 ** (retry - 1))
+            wait = base / 2 + random.uniform(0, base / 2)
+        if wait > self.max_delay or elapsed + wait > self.budget:
+            return None
+        return wait
+
+
+def gave_up(code: str, backend: str, detail: str, attempts: int, asked: float | None) -> ProviderError:
+    """The error after the last attempt, saying how many were made and what the model asked."""
+    what = {errors.RATE_LIMITED: "is rate limiting us", errors.MODEL_UNAVAILABLE: "is unavailable"}.get(
+        code, "failed"
+    )
+    tries = f"after {attempts} attempts" if attempts > 1 else "at once"
+    wait = f"; it asks to wait {asked:g} s" if asked is not None else ""
+    return ProviderError(code, f"{backend} {what} ({detail}), gave up {tries}{wait}")
