@@ -1,0 +1,265 @@
+"""Gemini end to end: the real server and the real google-genai SDK against a local stand-in.
+
+Every failure ends its stream with the right ``error`` code, and the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.gemini_standin import (
+    KEY,
+    MODEL,
+    GeminiStandIn,
+    Reply,
+    answer,
+    chunk,
+    error_body,
+    failure,
+)
+from tests.support.server import ROOT, ServerProcess, server_env
+from tests.support.sse_client import Stream, chat_stream, read_stream
+
+RETRIES = 2
+
+
+@pytest.fixture(name="gemini")
+async def _gemini() -> AsyncIterator[GeminiStandIn]:
+    async with GeminiStandIn() as standin:
+        yield standin
+
+
+@pytest.fixture(name="serve")
+def _serve(start_server: Callable[..., ServerProcess], gemini: GeminiStandIn) -> Callable[..., ServerProcess]:
+    """The server on the Gemini backend, pointed at the stand-in; small retry pauses."""
+
+    def serve(**env: str) -> ServerProcess:
+        return start_server(
+            **{
+                "MODEL_PROVIDER": "gemini",
+                "GEMINI_API_KEY": KEY,
+                "GEMINI_BASE_URL": gemini.url,
+                "GENAI_MODEL_ID": MODEL,
+                "MODEL_RETRIES": str(RETRIES),
+                "MODEL_RETRY_DELAY": "0.01",
+                "SHUTDOWN_GRACE": "1",
+                **env,
+            }
+        )
+
+    return serve
+
+
+async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
+    async with http.get(url) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def still_serving(http: aiohttp.ClientSession, server: ServerProcess) -> None:
+    """A new conversation gets a whole answer: the failure before it left nothing stuck."""
+    stream = await chat_stream(http, server.url, "are you still there?")
+    assert stream.last["type"] == "complete", stream.data
+    assert stream.text == "Hello from the stand-in."
+    assert (await get_json(http, f"{server.url}/health"))["active_streams"] == 0
+
+
+def json_error(code: int, status: str, message: str) -> str:
+    return json.dumps(error_body(code, status, message))
+
+
+def session_id(stream: Stream) -> str:
+    return str(stream.data[0]["session_id"])
+
+
+async def test_answer_streams_and_the_second_turn_sends_the_history(serve, gemini, http):
+    server = serve(SYSTEM_PROMPT="Answer like a pirate.")
+    gemini.replies.append(answer("Ahoy ", "", "there, ", "sailor."))
+    first = await chat_stream(http, server.url, "hello")
+    assert first.data[0]["model"] == MODEL
+    assert [d["text"] for d in first.data if d["type"] == "chunk"] == ["Ahoy ", "there, ", "sailor."]
+    assert first.last["type"] == "complete" and first.last["finish_reason"] == "stop"
+
+    second = await chat_stream(http, server.url, "and again?", session_id(first))
+    assert second.last["type"] == "complete"
+    assert second.data[1]["context_messages"] == 3
+    seen = gemini.requests[1]
+    assert GeminiStandIn.contents(seen) == [
+        ("user", "hello"),
+        ("model", "Ahoy there, sailor."),
+        ("user", "and again?"),
+    ]
+    # The model id, the key and the system instruction arrive as the SDK sends them.
+    assert seen.path.endswith(f"/models/{MODEL}:streamGenerateContent")
+    assert seen.query == {"alt": "sse"}
+    assert seen.headers["x-goog-api-key"] == KEY
+    assert seen.body["systemInstruction"]["parts"] == [{"text": "Answer like a pirate."}]
+
+    for path in ("/", "/health", "/stats"):
+        body = await get_json(http, server.url + path)
+        assert (body["provider"], body["model"]) == ("gemini", MODEL)
+
+
+async def test_a_rate_limit_is_retried_then_the_answer_streams(serve, gemini, http):
+    server = serve()
+    gemini.replies.extend([failure(429, "RESOURCE_EXHAUSTED", retry_after="0"), failure(503, "UNAVAILABLE")])
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "complete"
+    assert stream.text == "Hello from the stand-in."
+    assert len(gemini.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "name", "code"),
+    [
+        (429, "RESOURCE_EXHAUSTED", "rate_limited"),
+        (503, "UNAVAILABLE", "model_unavailable"),
+        (500, "INTERNAL", "model_unavailable"),
+    ],
+)
+async def test_a_model_that_keeps_refusing_ends_the_stream(serve, gemini, http, status, name, code):
+    server = serve()
+    gemini.replies.extend([failure(status, name, retry_after="0")] * (RETRIES + 1))
+    stream = await chat_stream(http, server.url, "hello")
+    assert [d["type"] for d in stream.data] == ["session_info", "status", "error"]
+    assert stream.last["code"] == code
+    assert f"after {RETRIES + 1} attempts" in stream.last["message"]
+    assert len(gemini.requests) == RETRIES + 1
+    await still_serving(http, server)
+
+
+async def test_a_bad_key_is_auth_and_the_key_is_not_repeated(serve, gemini, http):
+    bad_key = "bad-key-0a1b2c3d4e"
+    server = serve(GEMINI_API_KEY=bad_key)
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "error" and stream.last["code"] == "auth"
+    assert "GEMINI_API_KEY" in stream.last["message"]
+    assert len(gemini.requests) == 1  # not retried
+    assert gemini.requests[0].headers["x-goog-api-key"] == bad_key
+    again = await chat_stream(http, server.url, "hello again", session_id(stream))
+    assert again.last["code"] == "auth"
+    session = await get_json(http, f"{server.url}/sessions/{session_id(stream)}")
+    assert bad_key.encode() not in stream.raw + again.raw
+    assert bad_key not in str(session) and bad_key not in server.output()
+    assert (await get_json(http, f"{server.url}/health"))["status"] == "ok"
+
+
+@pytest.mark.parametrize("how", ["error event", "cut connection"])
+async def test_a_failure_mid_answer_keeps_the_partial_answer(serve, gemini, http, how):
+    server = serve()
+    frames = [chunk("Partial "), chunk("answer ")]
+    if how == "error event":
+        frames.append(json_error(500, "INTERNAL", "the model crashed"))
+        gemini.replies.append(Reply(frames=frames))
+    else:
+        gemini.replies.append(Reply(frames=frames, then="drop"))
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "error" and stream.last["code"] == "model_error"
+    assert stream.text == "Partial answer "
+    assert len(gemini.requests) == 1  # text was sent: never retried
+    session = await get_json(http, f"{server.url}/sessions/{session_id(stream)}")
+    assert session["messages"][-1] == {
+        "role": "model",
+        "content": "Partial answer ",
+        "timestamp": session["messages"][-1]["timestamp"],
+        "interrupted": True,
+    }
+    await still_serving(http, server)
+
+
+@pytest.mark.parametrize(
+    ("finish", "reason"), [("MAX_TOKENS", "max_tokens"), ("SAFETY", "safety"), ("RECITATION", "recitation")]
+)
+async def test_a_truncated_or_blocked_answer_tells_the_client(serve, gemini, http, finish, reason):
+    server = serve()
+    gemini.replies.append(answer("Once upon ", "a time", finish=finish))
+    cut = await chat_stream(http, server.url, "tell me a story")
+    assert cut.last["type"] == "complete" and cut.last["finish_reason"] == reason
+    assert cut.text == "Once upon a time"
+
+    gemini.replies.append(Reply(frames=[chunk(None, finish)]))  # blocked before any text
+    empty = await chat_stream(http, server.url, "tell me another")
+    assert empty.last["type"] == "error" and empty.last["code"] == "model_error"
+    assert reason in empty.last["message"]
+    await still_serving(http, server)
+
+
+async def test_a_blocked_prompt_says_so(serve, gemini, http):
+    server = serve()
+    gemini.replies.append(
+        Reply(frames=['{"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": "gemini-test-model"}'])
+    )
+    stream = await chat_stream(http, server.url, "something forbidden")
+    assert stream.last["type"] == "error" and stream.last["code"] == "model_error"
+    assert "blocked: safety" in stream.last["message"]
+    await still_serving(http, server)
+
+
+async def test_cancel_closes_the_upstream_call(serve, gemini, http):
+    server = serve()
+    gemini.replies.append(Reply(frames=[chunk("Thinking ")], then="hold"))
+    head = await chat_stream(http, server.url, "hello", until=lambda d: d["type"] == "chunk")
+    stream_id = head.data[0]["stream_id"]
+    async with http.post(f"{server.url}/streams/{stream_id}/cancel") as response:
+        assert (await response.json())["cancelled"] is True
+    await gemini.wait_for(disconnects=1)
+    async with http.get(server.url + head.data[0]["events_url"]) as response:
+        replay = await read_stream(response)
+    assert replay.last["code"] == "cancelled"
+    assert replay.text == "Thinking "
+    await still_serving(http, server)
+
+
+async def test_a_silent_model_is_cut_after_model_timeout(serve, gemini, http):
+    server = serve(MODEL_TIMEOUT="0.5")
+    gemini.replies.append(Reply(frames=[chunk("Half ")], then="hold"))
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "error" and stream.last["code"] == "timeout"
+    assert stream.text == "Half "
+    await gemini.wait_for(disconnects=1)
+    await still_serving(http, server)
+
+
+async def test_an_unreachable_model_is_model_unavailable(start_server, http):
+    server = start_server(
+        MODEL_PROVIDER="gemini",
+        GEMINI_API_KEY=KEY,
+        GEMINI_BASE_URL="http://127.0.0.1:9",
+        MODEL_RETRIES="1",
+        MODEL_RETRY_DELAY="0.01",
+    )
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "error" and stream.last["code"] == "model_unavailable"
+    assert KEY not in stream.last["message"]
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"MODEL_PROVIDER": "gemini"}, "MODEL_PROVIDER=gemini needs GEMINI_API_KEY or GOOGLE_API_KEY"),
+        ({"MODEL_PROVIDER": "claude"}, "MODEL_PROVIDER has value 'claude'"),
+        ({"GEMINI_API_KEY": KEY, "GEMINI_BASE_URL": "localhost:8080"}, "GEMINI_BASE_URL has value"),
+    ],
+)
+def test_a_misconfiguration_stops_the_server_with_one_line(env, reason):
+    done = subprocess.run(
+        [sys.executable, "-m", "quart_sse", "--port", "0"],
+        env=server_env(**env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and reason in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
