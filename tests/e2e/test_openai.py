@@ -1,0 +1,198 @@
+"""OpenAI-compatible servers end to end: the real server against a local Ollama-like stand-in.
+
+Every failure ends its stream with the right ``error`` code, and the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+
+from tests.e2e.test_gemini import get_json, session_id
+from tests.support.openai_standin import KEY, MODEL, OpenAIStandIn, Reply, answer, chunk, error_body, failure
+from tests.support.server import ROOT, ServerProcess, server_env
+from tests.support.sse_client import chat_stream, read_stream
+
+RETRIES = 2
+
+
+@pytest.fixture(name="openai")
+async def _openai() -> AsyncIterator[OpenAIStandIn]:
+    async with OpenAIStandIn() as standin:
+        yield standin
+
+
+@pytest.fixture(name="serve")
+def _serve(start_server: Callable[..., ServerProcess], openai: OpenAIStandIn) -> Callable[..., ServerProcess]:
+    """The server on the OpenAI-compatible backend, pointed at the stand-in; small retry pauses."""
+
+    def serve(**env: str) -> ServerProcess:
+        return start_server(
+            **{
+                "MODEL_PROVIDER": "openai",
+                "OPENAI_BASE_URL": openai.base_url,
+                "OPENAI_API_KEY": KEY,
+                "OPENAI_MODEL": MODEL,
+                "MODEL_RETRIES": str(RETRIES),
+                "MODEL_RETRY_DELAY": "0.01",
+                "SHUTDOWN_GRACE": "1",
+                **env,
+            }
+        )
+
+    return serve
+
+
+async def still_serving(http: aiohttp.ClientSession, server: ServerProcess) -> None:
+    stream = await chat_stream(http, server.url, "are you still there?")
+    assert stream.last["type"] == "complete", stream.data
+    assert stream.text == "Hello from the stand-in."
+    assert (await get_json(http, f"{server.url}/health"))["active_streams"] == 0
+
+
+async def test_answer_streams_and_the_second_turn_sends_the_history(serve, openai, http):
+    server = serve(SYSTEM_PROMPT="Be brief.")
+    reply = answer("Hi", "", " there.")
+    reply.frames[1:1] = [": ping", chunk(choices=False)]  # a comment and an event without choices
+    openai.replies.append(reply)
+    first = await chat_stream(http, server.url, "hello")
+    assert first.data[0]["model"] == MODEL
+    assert [d["text"] for d in first.data if d["type"] == "chunk"] == ["Hi", " there."]
+    assert first.last["type"] == "complete" and first.last["finish_reason"] == "stop"
+
+    second = await chat_stream(http, server.url, "and again?", session_id(first))
+    assert second.last["type"] == "complete"
+    seen = openai.requests[1]
+    assert OpenAIStandIn.messages(seen) == [
+        ("system", "Be brief."),
+        ("user", "hello"),
+        ("assistant", "Hi there."),
+        ("user", "and again?"),
+    ]
+    assert seen.path == "/v1/chat/completions"
+    assert (seen.body["model"], seen.body["stream"]) == (MODEL, True)
+    assert seen.headers["Authorization"] == f"Bearer {KEY}"
+
+    for path in ("/", "/health", "/stats"):
+        body = await get_json(http, server.url + path)
+        assert (body["provider"], body["model"]) == ("openai", MODEL)
+
+
+async def test_without_a_key_no_authorization_is_sent(start_server, http):
+    async with OpenAIStandIn(key=None) as ollama:
+        server = start_server(MODEL_PROVIDER="openai", OPENAI_BASE_URL=ollama.base_url, OPENAI_MODEL=MODEL)
+        stream = await chat_stream(http, server.url, "hello")
+        assert stream.last["type"] == "complete"
+        assert "Authorization" not in ollama.requests[0].headers
+
+
+async def test_a_rate_limit_is_retried_then_the_answer_streams(serve, openai, http):
+    server = serve()
+    openai.replies.extend([failure(429, retry_after="0"), failure(502)])
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "complete"
+    assert stream.text == "Hello from the stand-in."
+    assert len(openai.requests) == 3
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, "rate_limited"), (503, "model_unavailable")])
+async def test_a_server_that_keeps_refusing_ends_the_stream(serve, openai, http, status, code):
+    server = serve()
+    openai.replies.extend([failure(status, retry_after="0")] * (RETRIES + 1))
+    stream = await chat_stream(http, server.url, "hello")
+    assert [d["type"] for d in stream.data] == ["session_info", "status", "error"]
+    assert stream.last["code"] == code
+    assert len(openai.requests) == RETRIES + 1
+    await still_serving(http, server)
+
+
+async def test_a_bad_key_is_auth_and_the_key_is_not_repeated(serve, openai, http):
+    bad_key = "sk-bad-77e1f09a"
+    server = serve(OPENAI_API_KEY=bad_key)
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "error" and stream.last["code"] == "auth"
+    assert "OPENAI_API_KEY" in stream.last["message"]
+    assert len(openai.requests) == 1
+    assert bad_key.encode() not in stream.raw and bad_key not in server.output()
+    assert (await get_json(http, f"{server.url}/health"))["status"] == "ok"
+
+
+@pytest.mark.parametrize("how", ["error event", "cut connection"])
+async def test_a_failure_mid_answer_keeps_the_partial_answer(serve, openai, http, how):
+    server = serve()
+    reply = answer("Partial ", "answer ", done=False)
+    reply.frames.pop()  # no finish reason: the answer stops short
+    if how == "error event":  # on an HTTP 200, as vLLM and llama.cpp do
+        reply.frames.append(json.dumps(error_body("out of memory", code=500)))
+    else:
+        reply.then = "drop"
+    openai.replies.append(reply)
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "error" and stream.last["code"] == "model_error"
+    assert stream.text == "Partial answer "
+    assert len(openai.requests) == 1
+    session = await get_json(http, f"{server.url}/sessions/{session_id(stream)}")
+    last = session["messages"][-1]
+    assert (last["role"], last["content"], last["interrupted"]) == ("model", "Partial answer ", True)
+    await still_serving(http, server)
+
+
+@pytest.mark.parametrize(("finish", "reason"), [("length", "max_tokens"), ("content_filter", "safety")])
+async def test_a_truncated_or_filtered_answer_tells_the_client(serve, openai, http, finish, reason):
+    server = serve()
+    openai.replies.append(answer("Once upon ", "a time", finish=finish))
+    stream = await chat_stream(http, server.url, "tell me a story")
+    assert stream.last["type"] == "complete" and stream.last["finish_reason"] == reason
+    assert stream.text == "Once upon a time"
+    await still_serving(http, server)
+
+
+async def test_cancel_closes_the_upstream_call(serve, openai, http):
+    server = serve()
+    openai.replies.append(Reply(frames=[chunk({"content": "Thinking "})], then="hold"))
+    head = await chat_stream(http, server.url, "hello", until=lambda d: d["type"] == "chunk")
+    async with http.post(f"{server.url}/streams/{head.data[0]['stream_id']}/cancel") as response:
+        assert (await response.json())["cancelled"] is True
+    await openai.wait_for(disconnects=1)
+    async with http.get(server.url + head.data[0]["events_url"]) as response:
+        replay = await read_stream(response)
+    assert replay.last["code"] == "cancelled" and replay.text == "Thinking "
+    await still_serving(http, server)
+
+
+async def test_a_silent_server_is_cut_after_model_timeout(serve, openai, http):
+    server = serve(MODEL_TIMEOUT="0.5")
+    openai.replies.append(Reply(frames=[chunk({"content": "Half "})], then="hold"))
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "error" and stream.last["code"] == "timeout"
+    assert stream.text == "Half "
+    await openai.wait_for(disconnects=1)
+    await still_serving(http, server)
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"MODEL_PROVIDER": "openai"}, "MODEL_PROVIDER=openai needs OPENAI_BASE_URL"),
+        ({"MODEL_PROVIDER": "openai", "OPENAI_BASE_URL": "localhost:11434/v1"}, "OPENAI_BASE_URL has value"),
+    ],
+)
+def test_a_misconfiguration_stops_the_server_with_one_line(env, reason):
+    done = subprocess.run(
+        [sys.executable, "-m", "quart_sse", "--port", "0"],
+        env=server_env(**env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and reason in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
