@@ -119,8 +119,10 @@ class OpenAIProvider:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:  # made inside the serving loop
+            # No cap on the whole answer (the engine's MODEL_TIMEOUT watches silence) nor on the
+            # number of connections (MAX_STREAMS bounds them; aiohttp's default is 100).
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            self._session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0))
         return self._session
 
     async def stream(self, history: Sequence[Message]) -> AsyncIterator[str]:

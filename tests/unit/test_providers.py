@@ -280,3 +280,12 @@ async def test_openai_404_is_model_error_with_the_servers_words(openai):
         await collect(openai_provider(openai, Sleeps()), history("hi"))
     assert caught.value.code == "model_error"
     assert 'model "llama9" not found' in caught.value.message
+
+
+async def test_openai_unreachable_is_model_unavailable_after_the_retries():
+    sleeps = Sleeps()
+    provider = OpenAIProvider("http://127.0.0.1:9/v1", o.MODEL, policy=POLICY, sleep=sleeps)
+    with pytest.raises(ProviderError) as caught:
+        await collect(provider, history("hi"))
+    assert caught.value.code == "model_unavailable"
+    assert "after 4 attempts" in caught.value.message and len(sleeps) == 3
