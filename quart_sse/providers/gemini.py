@@ -241,11 +241,13 @@ class GeminiProvider:
             detail = f"{status} {exc.status or ''}".strip()
             message = safe_text(exc.message, self._key)
             if sent:
-                raise ProviderError(errors.MODEL_ERROR, f"Gemini failed mid-answer ({detail}: {message})")
+                raise ProviderError(
+                    errors.MODEL_ERROR, f"Gemini failed mid-answer ({detail}: {message})"
+                ) from None
             if status not in RETRYABLE_STATUS:
                 raise ProviderError(
                     code_for_status(status), f"Gemini refused the request ({detail}: {message})"
-                )
+                ) from None
             return code_for_status(status), detail, _asked_delay(exc)
         if not _is_network(exc):
             raise exc

@@ -202,7 +202,9 @@ class OpenAIProvider:
             if sent:
                 raise ProviderError(errors.MODEL_ERROR, f"{BACKEND} failed mid-answer ({detail})") from None
             if exc.status not in RETRYABLE_STATUS:
-                raise ProviderError(code_for_status(exc.status), f"{BACKEND} refused the request ({detail})")
+                raise ProviderError(
+                    code_for_status(exc.status), f"{BACKEND} refused the request ({detail})"
+                ) from None
             return code_for_status(exc.status), detail, exc.asked
         if isinstance(exc, ValueError | UnicodeError) and not isinstance(exc, aiohttp.ClientError):
             raise ProviderError(errors.MODEL_ERROR, f"{BACKEND} sent something that is not JSON") from None

@@ -289,3 +289,13 @@ async def test_openai_unreachable_is_model_unavailable_after_the_retries():
         await collect(provider, history("hi"))
     assert caught.value.code == "model_unavailable"
     assert "after 4 attempts" in caught.value.message and len(sleeps) == 3
+
+
+async def test_closing_openai_between_pieces_closes_the_upstream_call(openai):
+    openai.replies.append(o.Reply(frames=[o.chunk({"content": "first "})], then="hold"))
+    provider = openai_provider(openai, Sleeps())
+    pieces = provider.stream(history("hi"))
+    assert await anext(pieces) == "first "
+    await pieces.aclose()  # type: ignore[attr-defined]
+    await openai.wait_for(disconnects=1)
+    await provider.aclose()
