@@ -167,8 +167,10 @@ class Settings:
             raise ConfigError("MODEL_PROVIDER=gemini needs GEMINI_API_KEY or GOOGLE_API_KEY")
         if self.model_provider == "openai" and not self.openai_base_url:
             raise ConfigError("MODEL_PROVIDER=openai needs OPENAI_BASE_URL (e.g. http://localhost:11434/v1)")
-        name, url = {"gemini": ("GEMINI_BASE_URL", self.gemini_base_url),
-                     "openai": ("OPENAI_BASE_URL", self.openai_base_url)}.get(self.model_provider, ("", None))
+        name, url = {
+            "gemini": ("GEMINI_BASE_URL", self.gemini_base_url),
+            "openai": ("OPENAI_BASE_URL", self.openai_base_url),
+        }.get(self.model_provider, ("", None))
         if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
             raise ConfigError(f"{name} has value {url!r}: expected an http:// or https:// URL")
         if self.web_concurrency > 1 and not self.redis_url:
