@@ -34,7 +34,10 @@ CHROMIUM_ARGS = [
 async def launch_browser() -> AsyncIterator[Browser]:
     """Headless Chromium; closed on exit."""
     if not CHROMIUM_FOUND:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (or deselect with -m 'not browser')")
+        reason = f"{CHROMIUM} is missing: apt-get install chromium (or deselect with -m 'not browser')"
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # CI installs it: a missing browser there is a failure
+        pytest.skip(reason)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=str(CHROMIUM),
