@@ -1,0 +1,1 @@
+"""The Locust load-test suite (see loadtest/README.md)."""
