@@ -80,6 +80,24 @@ class StreamingRoutes:
         self.app = app
         self.rt = rt
         self.keys = tuple(key.encode() for key in rt.settings.api_keys)
+        self.responses: set[asyncio.Task[Any]] = set()  # open SSE responses (their request tasks)
+        self._ended: set[asyncio.Task[Any]] = set()  # those that end_responses() cut
+
+    async def end_responses(self, patience: float) -> tuple[int, int]:
+        """Shutdown: wait up to ``patience`` s for open SSE responses to end by themselves (after
+        their final event), then end the others cleanly where they wait, at an event boundary,
+        so that their clients resume (elsewhere) with Last-Event-ID.  Returns (ended, cut).
+        """
+        open_now = set(self.responses)
+        if not open_now:
+            return 0, 0
+        _, pending = await asyncio.wait(open_now, timeout=patience)
+        for task in pending:
+            self._ended.add(task)
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1)
+        return len(open_now) - len(pending), len(pending)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -164,6 +182,7 @@ class StreamingRoutes:
         # After the request body, the next ASGI message can only be the disconnect.
         watcher = asyncio.ensure_future(receive())
         watcher.add_done_callback(disconnected)
+        self.responses.add(task)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             await pump(
@@ -177,8 +196,13 @@ class StreamingRoutes:
             )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not gone:
+            if task in self._ended and not gone:
+                # Ended by the shutdown: close the body cleanly; the client resumes.
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            elif not gone:
                 raise
         finally:
+            self.responses.discard(task)
+            self._ended.discard(task)
             watcher.remove_done_callback(disconnected)
             watcher.cancel()

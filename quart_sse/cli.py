@@ -1,20 +1,49 @@
-"""quart-sse: run the server on Hypercorn, owning SIGTERM so that streams end cleanly."""
+"""quart-sse: run the server on Hypercorn, owning SIGTERM so that streams end cleanly.
+
+One process serves by default; ``--workers N`` (default ``WEB_CONCURRENCY``) starts N worker
+processes on one listening socket (:mod:`quart_sse.workers`), each one this same program
+with its own drain.  The listening socket is bound before the app starts, so connections
+queue from the first instant (a PaaS sees the port open at once).
+
+The drain, on the first SIGTERM or SIGINT, one log line per phase:
+
+1. stop taking messages: ``POST /chat`` and ``/chat/stream`` answer 503 ``shutting_down``
+   with ``Retry-After``; reading streams goes on;
+2. let running generations finish, for up to ``SHUTDOWN_GRACE`` seconds;
+3. end the ones still running with ``interrupted`` (their partial answers are saved) and
+   flush every final event into the store;
+4. let every open SSE response write its final event and end; end the ones whose stream
+   goes on elsewhere (Redis) cleanly, so that their clients resume with ``Last-Event-ID``;
+5. close the listener and exit.  Hypercorn's ``graceful_timeout`` only ever meets idle
+   connections, so nothing open is cut by it: the whole takes ``SHUTDOWN_GRACE`` plus at most
+   :data:`END_RESPONSES` + :data:`GRACEFUL_TIMEOUT` seconds (28 s with the default 25,
+   under a PaaS's 30 s before SIGKILL).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from quart import Quart
 
 from quart_sse.config import LOG_LEVELS, ConfigError, Settings
 
 log = logging.getLogger("quart_sse")
+
+BACKLOG = 4096
+END_RESPONSES = 2.0
+"""Seconds open SSE responses get to write their final event once every stream has one."""
+GRACEFUL_TIMEOUT = 1.0
+"""Hypercorn's wait for connections after the listener closes (by then only idle ones)."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -30,20 +59,56 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None, help="port (default: $PORT, else 8000)")
     parser.add_argument(
         "--bind",
+        action="append",
         default=None,
         metavar="ADDR",
-        help="a Hypercorn bind instead of --host/--port, e.g. unix:/tmp/s.sock or fd://3",
+        help="a Hypercorn bind instead of --host/--port, e.g. unix:/tmp/s.sock or fd://3 (repeatable)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes (default: $WEB_CONCURRENCY, else 1); more than one needs REDIS_URL",
     )
     parser.add_argument(
         "--log-level", choices=LOG_LEVELS, default=None, help="default: $LOG_LEVEL, else info"
     )
+    # Internal: set by the parent on each worker it starts.
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    # Tests only: several workers on the memory store (each with its own sessions and
+    # streams), to test the process model before a shared store exists.
+    parser.add_argument("--allow-memory-workers", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, int]:
+    """The settings and the number of workers, checked together (one-line ConfigError)."""
+    env = dict(os.environ)
+    workers = args.workers
+    if args.worker is not None or args.allow_memory_workers:
+        env["WEB_CONCURRENCY"] = "1"  # checked by the parent, or not to be checked
+    elif workers is not None:
+        env["WEB_CONCURRENCY"] = str(workers)
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        if workers is not None:
+            raise ConfigError(
+                str(exc).replace(f"WEB_CONCURRENCY={workers}", f"--workers {workers}")
+            ) from None
+        raise
+    if workers is None:
+        workers = settings.web_concurrency
+    if workers < 1:
+        raise ConfigError(f"--workers has value {workers}: must be at least 1")
+    return settings, 1 if args.worker is not None else workers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = Settings.from_env()
+        settings, workers = _settings(args)
         from quart_sse.app import create_app
 
         app = create_app(settings)
@@ -53,21 +118,61 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from quart_sse.console import banner, setup_logging
     from quart_sse.runtime import Runtime
+    from quart_sse.workers import Workers, listen
 
     level = args.log_level or settings.log_level
     setup_logging(level)
     port = args.port if args.port is not None else settings.port
+    binds = args.bind or [f"{args.host}:{port}"]
+    if args.worker is None:
+        try:
+            sockets = listen(binds, BACKLOG)
+        except OSError as exc:
+            print(f"quart-sse: cannot listen on {binds[0]}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        rt: Runtime = app.extensions["quart_sse"]
+        where = (
+            binds[0]
+            if args.bind
+            else f"http://{'localhost' if args.host in ('127.0.0.1', '::1') else args.host}:{port}"
+        )
+        if level in ("debug", "info"):
+            banner(settings, rt.provider.model, rt.provider.name, rt.store.name, where)
+        # ``where`` may be fd://N: say what the socket really is.
+        address = ", ".join(_address(sock.getsockname()) for sock in sockets)
+        if workers > 1:
+            log.info("listening on %s (pid %d); starting %d workers", address, os.getpid(), workers)
+            child_args = ["--workers", "1"] if not args.allow_memory_workers else ["--allow-memory-workers"]
+            if args.log_level:
+                child_args += ["--log-level", args.log_level]
+            return Workers(workers, sockets, child_args, os.environ).run()
+        log.info("listening on %s (pid %d)", address, os.getpid())
+        # Hypercorn takes the sockets over (and closes them).
+        binds = [f"fd://{sock.detach()}" for sock in sockets]
+    return serve_app(app, settings, binds, level, args.worker)
+
+
+def _address(name: object) -> str:
+    if isinstance(name, tuple):
+        host, port = name[0], name[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return f"unix:{name}"
+
+
+def serve_app(app: Quart, settings: Settings, binds: list[str], level: str, worker: int | None) -> int:
+    """Serve ``app`` on ``binds`` (``fd://`` sockets, already listening) until SIGTERM and the drain."""
     config = Config()
-    config.bind = [args.bind or f"{args.host}:{port}"]
-    config.backlog = 4096
+    config.bind = binds
+    config.backlog = BACKLOG
     config.keep_alive_timeout = 100  # longer than PaaS routers' 90 s keep-alive to the instance
-    config.graceful_timeout = 5
+    config.graceful_timeout = GRACEFUL_TIMEOUT
     config.loglevel = "WARNING" if level in ("debug", "info") else level.upper()
     config.accesslog = None
-    rt: Runtime = app.extensions["quart_sse"]
-    address = args.bind or f"http://{'localhost' if args.host in ('127.0.0.1', '::1') else args.host}:{port}"
-    if level in ("debug", "info"):
-        banner(settings, rt.provider.model, rt.provider.name, rt.store.name, address)
+    name = f"worker {worker}" if worker is not None else "server"
+
+    @app.before_serving
+    async def ready() -> None:
+        log.info("%s ready (pid %d)", name, os.getpid())
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -75,24 +180,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
+        started = 0.0
+
         async def shutdown_trigger() -> None:
+            nonlocal started
             await stop.wait()
-            log.warning(
-                "shutting down: no new messages; running generations get %g s to finish",
-                settings.shutdown_grace,
-            )
-            rt.generations.accepting = False
-            running = [g.task for g in rt.generations.running.values() if g.task is not None]
-            if running:
-                await asyncio.wait(running, timeout=settings.shutdown_grace)
-            await rt.generations.cancel_all("interrupted")
-            await rt.writer.flush()
+            started = time.monotonic()
+            await drain(app, settings, name)
 
         await serve(app, config, shutdown_trigger=shutdown_trigger)
+        if stop.is_set():
+            log.info("%s: shutdown done in %.1f s; exiting", name, time.monotonic() - started)
 
     try:
         asyncio.run(run())
     except OSError as exc:
-        print(f"quart-sse: cannot listen on {config.bind[0]}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"quart-sse: cannot serve on {binds[0]}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def drain(app: Quart, settings: Settings, name: str = "server") -> None:
+    """The shutdown drain (see the module's docstring); returns when Hypercorn may close."""
+    from quart_sse import errors
+    from quart_sse.asgi import StreamingRoutes
+    from quart_sse.runtime import Runtime
+
+    rt: Runtime = app.extensions["quart_sse"]
+    generations = rt.generations
+    started = time.monotonic()
+    generations.accepting = False
+    running = [g.task for g in generations.running.values() if g.task is not None]
+    log.info(
+        "%s: shutdown 1/4: taking no new messages (503 shutting_down); %d generations running get up to %g s",
+        name,
+        len(running),
+        settings.shutdown_grace,
+    )
+    if running:
+        await asyncio.wait(running, timeout=settings.shutdown_grace)
+    late = len(generations.running)
+    log.info(
+        "%s: shutdown 2/4: %d generations finished, %d still running after %.1f s",
+        name,
+        sum(1 for task in running if task.done()),
+        late,
+        time.monotonic() - started,
+    )
+    await generations.cancel_all(errors.INTERRUPTED)
+    await rt.writer.flush()
+    log.info(
+        "%s: shutdown 3/4: %d generations ended as interrupted (partial answers kept), final events written",
+        name,
+        late,
+    )
+    routes = app.asgi_app
+    ended, cut = (0, 0)
+    if isinstance(routes, StreamingRoutes):
+        ended, cut = await routes.end_responses(END_RESPONSES)
+    log.info(
+        "%s: shutdown 4/4: %d open streams ended after their final event, %d closed for the client to resume",
+        name,
+        ended,
+        cut,
+    )
