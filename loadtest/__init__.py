@@ -1,1 +1,1 @@
-"""The Locust load-test suite (see loadtest/README.md)."""
+"""The Locust load-test suite of quart-sse (``locust -f loadtest/locustfile.py``)."""

@@ -1,0 +1,230 @@
+"""What one answer's stream must look like (API.md, "Streams"), checked as its bytes arrive.
+
+Pure: no network, no Locust, no clock.  The network layer feeds each connection's bytes with
+the time they arrived; an :class:`AnswerCheck` spans every connection of one answer (the first
+one and any resumed with ``Last-Event-ID``), so that a resume that repeats or skips an event
+shows up.  Each check that fails adds one stable problem string (the rows of Locust's failure
+table); figures (times to first event and chunk, gaps between chunks) come back from
+:meth:`Connection.feed` as they happen.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from quart_sse.providers.simulated import reply_for
+from quart_sse.sse import Comment, Event, Retry, SSEParser
+from quart_sse.stores.base import Message
+
+NO_RETRY = "stream did not start with retry:"
+OUT_OF_ORDER = "events out of order"
+CHUNK_GAP = "gap in chunk_number"
+CHUNK_REPEAT = "repeated chunk_number"
+EVENT_TYPE = "event field differs from data.type"
+BAD_DATA = "data is not one line of JSON with a type"
+NO_COMPLETE = "stream ended without complete"
+TOTAL_CHUNKS = "total_chunks differs from the chunks received"
+CROSS_TALK = "answer belongs to another session (cross-talk)"
+RESUME_REPEAT = "resumed stream repeated an event"
+RESUME_SKIP = "resumed stream skipped an event"
+ERROR_EVENT = "stream ended with an error event"
+SILENCE = "stream silent longer than the heartbeat allows"
+
+# Event types in the order a stream emits them; complete and error both end it.
+_RANK = {"session_info": 0, "status": 1, "chunk": 2, "complete": 3, "error": 3}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measurement, in milliseconds since the connection's request (or the last chunk)."""
+
+    name: str  # "first event", "first chunk", "chunk gap", "resume first event"
+    ms: float
+    size: int = 0
+
+
+def _id_after(new: str | None, last: str | None) -> bool:
+    """Whether event id ``new`` comes after ``last``; ids are opaque, but this server's are numbers."""
+    if last is None:
+        return True
+    if new is None:
+        return False
+    if new.isdigit() and last.isdigit():
+        return int(new) > int(last)
+    return new != last
+
+
+@dataclass
+class AnswerCheck:
+    """Checks of one answer across its connections; ``history`` is what the model answers.
+
+    ``history`` (the session's messages before the answer) enables the cross-talk check; it
+    applies only when ``session_info.model`` is the offline model, unless ``check_answer``
+    says otherwise (True: always, False: never, None: offline model only).
+    """
+
+    history: Sequence[Message] | None = None
+    session_id: str | None = None
+    check_answer: bool | None = None
+    max_silence_ms: float | None = None
+    problems: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    end: dict[str, Any] | None = None  # data of the complete or error event
+    texts: list[str] = field(default_factory=list)
+    last_id: str | None = None
+    rank = -1
+    chunks = 0
+    pings = 0
+    nbytes = 0
+    connections = 0
+
+    def problem(self, kind: str) -> None:
+        if kind not in self.problems:
+            self.problems.append(kind)
+
+    @property
+    def done(self) -> bool:
+        return self.end is not None
+
+    @property
+    def events_url(self) -> str | None:
+        url = self.info.get("events_url")
+        return url if isinstance(url, str) else None
+
+    def connect(self, start: float) -> Connection:
+        """A new connection of this answer, its request sent at ``start`` (seconds)."""
+        self.connections += 1
+        return Connection(self, start, resumed=self.connections > 1)
+
+    def finish(self) -> list[str]:
+        """The end checks once no connection will follow; returns every problem found."""
+        if self.end is None:
+            self.problem(NO_COMPLETE)
+        elif self.end.get("type") == "complete":
+            total = self.end.get("total_chunks")
+            if total != self.chunks:
+                self.problem(TOTAL_CHUNKS)
+            elif self._answer_checked() and self.history is not None:
+                if "".join(self.texts) != reply_for(self.history, self.chunks):
+                    self.problem(CROSS_TALK)
+        return self.problems
+
+    def _answer_checked(self) -> bool:
+        if self.check_answer is not None:
+            return self.check_answer
+        return self.info.get("model") == "simulated"
+
+    def event(self, ev: Event, resumed_first: bool) -> None:
+        """One event; ``resumed_first`` when it is the first of a resumed connection."""
+        try:
+            data = json.loads(ev.data)
+            kind = data["type"]
+        except (ValueError, TypeError, KeyError):
+            self.problem(BAD_DATA)
+            return
+        if "\n" in ev.data or not isinstance(data, dict):
+            self.problem(BAD_DATA)
+        if ev.event != kind:
+            self.problem(EVENT_TYPE)
+        if resumed_first and not _id_after(ev.id, self.last_id):
+            self.problem(RESUME_REPEAT)
+        elif not _id_after(ev.id, self.last_id) or self.done:
+            self.problem(OUT_OF_ORDER)
+        self.last_id = ev.id
+        rank = _RANK.get(kind, -1)
+        if rank < self.rank or (rank == self.rank and rank != _RANK["chunk"]) or rank < 0:
+            self.problem(OUT_OF_ORDER)
+        if self.rank < 0 and rank != 0:
+            self.problem(OUT_OF_ORDER)  # the first event is session_info
+        self.rank = max(rank, self.rank)
+        if kind == "session_info":
+            self.info = data
+            if self.session_id is not None and data.get("session_id") != self.session_id:
+                self.problem(CROSS_TALK)
+        elif kind == "chunk":
+            self._chunk(data, resumed_first)
+        elif kind in ("complete", "error"):
+            self.end = data
+            if kind == "error":
+                self.problem(f"{ERROR_EVENT}: {data.get('code')}")
+
+    def _chunk(self, data: dict[str, Any], resumed_first: bool) -> None:
+        number = data.get("chunk_number")
+        expected = self.chunks + 1
+        if number != expected:
+            repeat = isinstance(number, int) and number < expected
+            if resumed_first:
+                self.problem(RESUME_REPEAT if repeat else RESUME_SKIP)
+            else:
+                self.problem(CHUNK_REPEAT if repeat else CHUNK_GAP)
+            if repeat:
+                return
+        self.chunks += 1
+        self.texts.append(str(data.get("text", "")))
+
+
+class Connection:
+    """One HTTP response of an answer: feed it bytes with their arrival time (seconds)."""
+
+    def __init__(self, answer: AnswerCheck, start: float, *, resumed: bool) -> None:
+        self.answer = answer
+        self.start = start
+        self.resumed = resumed
+        self.parser = SSEParser()
+        self.items = 0
+        self.events = 0
+        self.first_event_at: float | None = None
+        self.first_chunk_at: float | None = None
+        self.last_event_at: float | None = None
+        self.last_chunk_at: float | None = None
+        self.last_data_at = start
+        self.chunks = 0
+        self.nbytes = 0
+
+    def feed(self, data: bytes, now: float) -> list[Figure]:
+        """Bytes as they arrived at ``now``; returns the figures they complete."""
+        answer = self.answer
+        if answer.max_silence_ms is not None and (now - self.last_data_at) * 1000 > answer.max_silence_ms:
+            answer.problem(SILENCE)
+        self.last_data_at = now
+        self.nbytes += len(data)
+        answer.nbytes += len(data)
+        out: list[Figure] = []
+        for item in self.parser.feed(data):
+            if self.items == 0 and not isinstance(item, Retry):
+                answer.problem(NO_RETRY)
+            self.items += 1
+            if isinstance(item, Comment):
+                answer.pings += item.text == "ping"
+            elif isinstance(item, Event):
+                self._event(item, now, out)
+        return out
+
+    def _event(self, ev: Event, now: float, out: list[Figure]) -> None:
+        answer = self.answer
+        before = answer.chunks
+        answer.event(ev, resumed_first=self.resumed and self.events == 0)
+        self.events += 1
+        if self.first_event_at is None:
+            self.first_event_at = now
+            name = "resume first event" if self.resumed else "first event"
+            out.append(Figure(name, (now - self.start) * 1000))
+        self.last_event_at = now
+        if answer.chunks == before:
+            return
+        self.chunks += 1
+        if self.first_chunk_at is None:
+            self.first_chunk_at = now
+            if not self.resumed:
+                out.append(Figure("first chunk", (now - self.start) * 1000))
+        if self.last_chunk_at is not None:
+            out.append(Figure("chunk gap", (now - self.last_chunk_at) * 1000, len(answer.texts[-1])))
+        self.last_chunk_at = now
+
+    def close(self) -> None:
+        """The response ended (or was dropped): a partial line or event left over is lost."""
+        if self.items == 0:
+            self.answer.problem(NO_RETRY)

@@ -1,0 +1,199 @@
+"""The Locust users: the ways people use the server, each stream read and checked for real.
+
+- :class:`ChatterUser`: a conversation of several messages in one session, thinking between
+  turns; every answer is checked against the session's history (cross-talk).
+- :class:`BurstUser`: one message in a new session, then at once the next one.
+- :class:`ReconnectingUser`: drops the connection after a random chunk and resumes on the
+  stream's ``events_url`` with ``Last-Event-ID``; then checks that a resume after the end
+  answers 204.
+- :class:`IdleListener`: the browser's way (``POST /chat``, then ``GET events_url``), holding
+  its stream to the end and counting ``: ping`` heartbeats; long pauses between streams.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from locust import FastHttpUser, task
+
+from loadtest import options
+from loadtest.check import RESUME_SKIP, AnswerCheck
+from loadtest.stream import FIGURES, finish_answer, read_stream
+from quart_sse.stores.base import Message
+
+RESUME_ATTEMPTS = 5
+CHAT = "/chat/stream"
+EVENTS = "/streams/[id]/events"  # one row for every stream id
+TOPICS = (
+    "how do server-sent events resume",
+    "why keep a heartbeat on a quiet stream",
+    "what makes a stream feel fast",
+    "tell me about sessions",
+    "explain backpressure briefly",
+    "what is a good retry delay",
+)
+
+
+class SSEUser(FastHttpUser):
+    """What every user shares: options, headers, and :meth:`ask` (one checked answer)."""
+
+    abstract = True
+    network_timeout = 120.0  # longest silence on a socket; heartbeats come every 15 s
+    connection_timeout = 30.0
+
+    def on_start(self) -> None:
+        self.tag = uuid.uuid4().hex[:8]
+
+    @property
+    def opts(self) -> Any:
+        return self.environment.parsed_options
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        # identity: a compressed event stream would be buffered by whatever compresses it
+        out = {"Accept": "text/event-stream", "Accept-Encoding": "identity", **extra}
+        key = options.get(self.opts, "api_key")
+        if key:
+            out["Authorization"] = f"Bearer {key}"
+        return out
+
+    def message(self, turn: int) -> str:
+        return f"[{self.tag}] {random.choice(TOPICS)}? (turn {turn}, {uuid.uuid4().hex[:6]})"
+
+    def ask(
+        self,
+        text: str,
+        session_id: str | None,
+        history: list[Message],
+        *,
+        stop: Callable[[AnswerCheck], bool] | None = None,
+        via_get: bool = False,
+    ) -> AnswerCheck | None:
+        """Send ``text`` and read its answer (resuming after a drop); None when refused."""
+        silence = options.number(self.opts, "max_silence")
+        check = AnswerCheck(
+            history=[*history, Message("user", text, "")],
+            session_id=session_id,
+            check_answer=options.check_answers(self.opts),
+            max_silence_ms=silence * 1000 if silence > 0 else None,
+        )
+        body = {"message": text, "session_id": session_id}
+        start = time.perf_counter()
+        if via_get:
+            url = self.post_chat(body)
+            if url is None:
+                return None
+            status, dropped = read_stream(self, "GET", url, EVENTS, check, headers=self.headers())
+        else:
+            status, dropped = read_stream(
+                self, "POST", CHAT, CHAT, check, body=body, headers=self.headers(), stop=stop
+            )
+        if status != 200:
+            return None
+        attempts = 0
+        while dropped and attempts < RESUME_ATTEMPTS:
+            attempts += 1
+            dropped = self.resume(check)
+        finish_answer(self.environment, check, start)
+        return check
+
+    def post_chat(self, body: dict[str, Any]) -> str | None:
+        """``POST /chat``: the stream's ``events_url``, or None (a failure on its row)."""
+        with self.client.post(
+            "/chat", json=body, headers=self.headers(Accept="application/json"), catch_response=True
+        ) as resp:
+            if resp.status_code != 202:
+                resp.failure(f"HTTP {resp.status_code}")
+                return None
+            url = resp.json().get("events_url")
+            if not isinstance(url, str):
+                resp.failure("no events_url in the answer")
+                return None
+            return url
+
+    def resume(self, check: AnswerCheck) -> bool:
+        """One resume of a dropped answer; True when it was dropped again (or must be retried)."""
+        gevent.sleep(random.uniform(0, options.number(self.opts, "resume_delay")))
+        url = check.events_url
+        if url is None or check.last_id is None:
+            check.problem("dropped before session_info: cannot resume")
+            return False
+        FIGURES.count["resumes"] += 1
+        headers = self.headers(**{"Last-Event-ID": check.last_id})
+        status, dropped = read_stream(self, "GET", url, f"{EVENTS} (resume)", check, headers=headers)
+        if status == 204:
+            check.problem(RESUME_SKIP)  # nothing after our id, yet we never saw the end
+        return dropped
+
+    def end_answers_204(self, check: AnswerCheck) -> None:
+        """A resume from the final event's id answers 204 (API.md: nothing follows)."""
+        if check.events_url is None or check.last_id is None:
+            return
+        headers = self.headers(**{"Last-Event-ID": check.last_id})
+        name = f"{EVENTS} (after the end)"
+        with self.client.get(check.events_url, name=name, headers=headers, catch_response=True) as resp:
+            if resp.status_code != 204:
+                resp.failure(f"resume after the end answered {resp.status_code}, not 204")
+
+
+class ChatterUser(SSEUser):
+    """A conversation: several messages in one session, with think time between turns."""
+
+    def wait_time(self) -> float:
+        return options.uniform(self.opts, "think_min", "think_max")
+
+    @task
+    def conversation(self) -> None:
+        history: list[Message] = []
+        session_id: str | None = None
+        turns = round(options.uniform(self.opts, "turns_min", "turns_max"))
+        for turn in range(1, max(1, turns) + 1):
+            if turn > 1:
+                gevent.sleep(self.wait_time())  # think time between turns
+            text = self.message(turn)
+            check = self.ask(text, session_id, history)
+            if check is None or check.problems:
+                return  # the session's history is no longer known: start a new one
+            session_id = str(check.info.get("session_id"))
+            history += [Message("user", text, ""), Message("model", "".join(check.texts), "")]
+
+
+class BurstUser(SSEUser):
+    """One message in a new session, then the next at once: no think time."""
+
+    def wait_time(self) -> float:
+        return 0.0
+
+    @task
+    def one_message(self) -> None:
+        self.ask(self.message(1), None, [])
+
+
+class ReconnectingUser(SSEUser):
+    """Drops its connection after a random chunk, resumes with ``Last-Event-ID``."""
+
+    def wait_time(self) -> float:
+        return options.uniform(self.opts, "think_min", "think_max")
+
+    @task
+    def dropped_answer(self) -> None:
+        most = max(1, round(options.number(self.opts, "drop_after_max")))
+        after = random.randint(1, most)
+        check = self.ask(self.message(1), None, [], stop=lambda c: c.chunks >= after)
+        if check is not None and check.done and not check.problems:
+            self.end_answers_204(check)
+
+
+class IdleListener(SSEUser):
+    """Opens a stream the browser's way and holds it to the end, counting heartbeats."""
+
+    def wait_time(self) -> float:
+        return random.uniform(0.5, 1.5) * options.number(self.opts, "idle_wait")
+
+    @task
+    def listen(self) -> None:
+        self.ask(self.message(1), None, [], via_get=True)
