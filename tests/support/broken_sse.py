@@ -52,7 +52,9 @@ class BrokenSSE:
         self.streams += 1
         session_id = body.get("session_id") or uuid.uuid4().hex
         stream_id = uuid.uuid4().hex
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
         events: list[dict[str, Any]] = [
@@ -68,7 +70,9 @@ class BrokenSSE:
         numbers = [n for n in range(1, self.chunks + 2) if n != self.skip][: self.chunks]
         for i, number in enumerate(numbers):
             last = i == len(numbers) - 1
-            events.append({"type": "chunk", "text": f"piece {number} ", "chunk_number": number, "is_final": last})
+            events.append(
+                {"type": "chunk", "text": f"piece {number} ", "chunk_number": number, "is_final": last}
+            )
         events.append(
             {
                 "type": "complete",
