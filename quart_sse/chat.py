@@ -7,12 +7,12 @@ streaming layer, :mod:`quart_sse.asgi`); no framework types here.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from quart_sse import errors
 from quart_sse.errors import APIError
 from quart_sse.generation import Generation
+from quart_sse.ids import new_id
 from quart_sse.runtime import Runtime
 from quart_sse.stores.base import now_iso
 
@@ -103,6 +103,6 @@ async def start_generation(rt: Runtime, raw: bytes, client: str) -> Generation:
             2,
         )
     if session is None:
-        session = await store.create_session(uuid.uuid4().hex, rt.provider.model, now_iso())
+        session = await store.create_session(new_id(), rt.provider.model, now_iso())
         rt.stats.sessions_created += 1
     return await rt.generations.start(session, message, client)

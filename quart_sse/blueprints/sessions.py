@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 from quart import Blueprint
 from quart_schema import document_response
 
 from quart_sse import errors
 from quart_sse.errors import APIError
+from quart_sse.ids import new_id
 from quart_sse.runtime import runtime
 from quart_sse.schemas import (
     ErrorBody,
@@ -39,7 +38,7 @@ async def _session(session_id: str) -> Session:
 async def new_session() -> tuple[dict[str, str], int]:
     """Create an empty session."""
     rt = runtime()
-    session = await rt.store.create_session(uuid.uuid4().hex, rt.provider.model, now_iso())
+    session = await rt.store.create_session(new_id(), rt.provider.model, now_iso())
     rt.stats.sessions_created += 1
     return {"session_id": session.session_id, "model": session.model, "created_at": session.created_at}, 201
 
