@@ -6,6 +6,7 @@ Boxes are printed at INFO; a line per chunk only at DEBUG (``--log-level debug``
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import datetime
 
 from rich.console import Console
@@ -16,15 +17,22 @@ from rich.table import Table
 from quart_sse.config import Settings
 from quart_sse.generation import Generation, Outcome
 
-console = Console(highlight=False)
+# On a terminal, Rich fits its width; elsewhere (a PaaS log, a file) it would wrap and pad
+# every line at 80 columns, so boxes get room and log lines stay plain, one line each.
+_TTY = sys.stdout.isatty()
+console = Console(highlight=False, width=None if _TTY else 120)
 log = logging.getLogger("quart_sse")
 
 
 def setup_logging(level: str) -> None:
-    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
-    logging.basicConfig(
-        level=level.upper(), format="%(message)s", datefmt="[%X]", handlers=[handler], force=True
-    )
+    handler: logging.Handler
+    if _TTY:
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, datefmt="%H:%M:%S", handlers=[handler], force=True)
     for name in ("hypercorn.access",):
         logging.getLogger(name).setLevel(logging.WARNING)
 
