@@ -49,6 +49,13 @@ class APIError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
 
+class StoreUnavailable(APIError):
+    """The store (Redis) cannot be reached: 503 ``store_unavailable``, try again shortly."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, STORE_UNAVAILABLE, message, headers={"Retry-After": "1"})
+
+
 def error_response(error: APIError) -> Response:
     response = jsonify(error.body())
     response.status_code = error.status

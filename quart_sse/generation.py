@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from quart_sse import errors
@@ -111,6 +111,14 @@ class Generations:
         self.accepting = True
         self._on_start = on_start
         self._on_end = on_end
+        writer.on_failed = self.store_failed
+
+    def store_failed(self, streams: Mapping[str, str]) -> None:
+        """The store took no more frames for these streams: end each with the code given."""
+        for stream_id, code in streams.items():
+            generation = self.running.get(stream_id)
+            if generation is not None:
+                generation.cancel(code)
 
     def at_capacity(self) -> bool:
         return len(self.running) >= self.settings.max_streams
@@ -121,15 +129,14 @@ class Generations:
         Raises 409 if another request took the session's slot first.
         """
         stream_id = uuid.uuid4().hex
-        running = await self.store.begin_generation(session.session_id, stream_id)
+        first = Message("user", message, now_iso())
+        running = await self.store.begin_generation(session.session_id, stream_id, first)
         if running is not None:
             raise errors.APIError(
                 409,
                 errors.GENERATION_RUNNING,
                 f"session {session.session_id} already has a generation running (stream {running})",
             )
-        await self.store.add_message(session.session_id, Message("user", message, now_iso()))
-        await self.store.create_stream(stream_id, session.session_id)
         preview = message if len(message) <= 80 else message[:79] + "…"
         generation = Generation(
             stream_id, session.session_id, Channel(stream_id, self.writer, QUEUE_SIZE), client, preview
@@ -139,6 +146,8 @@ class Generations:
         self.stats.streams_started += 1
         self.stats.streams_active += 1
         history = list(session.messages)
+        if not history or history[-1] is not first:  # a store that keeps no live Session object
+            history.append(first)
         generation.task = asyncio.create_task(self._run(generation, history), name=f"generation-{stream_id}")
         if self._on_start is not None:
             self._on_start(generation, len(self.running))
@@ -221,6 +230,7 @@ class Generations:
                 errors.CANCELLED: "generation cancelled",
                 errors.TIMEOUT: f"the model sent nothing for {timeout:g} s",
                 errors.INTERRUPTED: "the server stopped this generation before the end",
+                errors.STORE_UNAVAILABLE: "the store (Redis) became unreachable",
             }.get(status, status)
         except ProviderError as exc:
             status, error_message = exc.code, exc.message
@@ -262,13 +272,13 @@ class Generations:
         answer = "".join(parts)
         try:
             message_count = len(history)
+            saved = None
             if status == "complete" or answer:
-                count = await self.store.add_message(
-                    gen.session_id,
-                    Message("model", answer, now_iso(), interrupted=status != "complete"),
-                )
-                message_count = count if count is not None else len(history) + 1
-            await self.store.end_generation(gen.session_id, gen.stream_id)
+                saved = Message("model", answer, now_iso(), interrupted=status != "complete")
+            count = await self.store.save_answer(gen.session_id, gen.stream_id, saved)
+            message_count = count if count is not None else len(history) + (saved is not None)
+        except errors.StoreUnavailable as exc:
+            log.warning("could not save the answer of stream %s: %s", gen.stream_id, exc)
         except Exception:
             log.exception("could not save the answer of stream %s", gen.stream_id)
         finally:

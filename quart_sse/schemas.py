@@ -98,6 +98,7 @@ class SessionCleared:
 @dataclass
 class Health:
     status: str
+    instance: str
     active_streams: int
     active_sessions: int
     uptime_s: float
@@ -105,10 +106,12 @@ class Health:
     store: str
     provider: str
     offline_model: bool
+    cluster: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class Stats:
+    instance: str
     uptime_s: float
     total_requests: int
     successful_requests: int
@@ -125,6 +128,7 @@ class Stats:
     provider: str
     store: str
     engine: dict[str, int] = field(default_factory=dict)
+    cluster: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

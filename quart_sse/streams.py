@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from quart_sse.metrics import Stats
@@ -85,6 +85,8 @@ class LogWriter:
         self._task: asyncio.Task[None] | None = None
         self.flushes = 0
         self.frames = 0
+        # Told of streams the store refused (Redis: lease lost, Redis down), with a code.
+        self.on_failed: Callable[[Mapping[str, str]], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="log-writer")
@@ -111,9 +113,12 @@ class LogWriter:
         self.flushes += 1
         self.frames += sum(len(item.frames) for item in batch)
         try:
-            await self.store.append(batch)
+            failed = await self.store.append(batch)
         except Exception:
             log.exception("log writer: the store refused %d frames", sum(len(b.frames) for b in batch))
+            return
+        if failed and self.on_failed is not None:
+            self.on_failed(failed)
 
     async def aclose(self) -> None:
         """Flush what is queued, then stop."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.redis_server import RedisServer
 from tests.support.server import ServerProcess
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -43,3 +44,12 @@ def _server() -> Iterator[ServerProcess]:
 async def _http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         yield session
+
+
+@pytest.fixture(name="redis_server")
+def _redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free port (never 6379), stopped after it."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    server = RedisServer(ARTIFACTS / f"redis-{request.node.name.replace('/', '_')[:80]}.log")
+    yield server
+    server.stop()

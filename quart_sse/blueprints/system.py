@@ -12,7 +12,7 @@ from quart_sse import __version__
 from quart_sse.asgi import ROUTES
 from quart_sse.metrics import prometheus_text
 from quart_sse.runtime import Runtime, runtime
-from quart_sse.schemas import Health, ServerInfo, Stats
+from quart_sse.schemas import ErrorBody, Health, ServerInfo, Stats
 
 bp = Blueprint("system", __name__)
 
@@ -42,15 +42,30 @@ async def index() -> dict[str, object]:
     }
 
 
+async def cluster(rt: Runtime, active_sessions: int) -> dict[str, int]:
+    """Figures across every instance on the store (Redis), or this process's own."""
+    counts = await rt.store.cluster_counts()
+    if counts is None:
+        counts = {"instances": 1, "active_streams": rt.stats.streams_active}
+    return {**counts, "active_sessions": active_sessions}
+
+
 @bp.get("/health")
 @document_response(Health)
+@document_response(ErrorBody, 503)
 async def health() -> dict[str, object]:
-    """Liveness and load: active streams and sessions, model, store."""
+    """Liveness and load: active streams and sessions, model, store, which instance answered.
+
+    503 ``store_unavailable`` with the reason while Redis cannot be reached.
+    """
     rt = runtime()
+    sessions = await rt.store.count_sessions()
     return {
         "status": "ok",
+        "instance": rt.store.instance_id,
         "active_streams": rt.stats.streams_active,
-        "active_sessions": await rt.store.count_sessions(),
+        "active_sessions": sessions,
+        "cluster": await cluster(rt, sessions),
         "uptime_s": round(rt.stats.uptime, 3),
         "model": rt.provider.model,
         "store": rt.store.name,
@@ -59,9 +74,11 @@ async def health() -> dict[str, object]:
     }
 
 
-def stats_body(rt: Runtime, active_sessions: int) -> dict[str, object]:
+def stats_body(rt: Runtime, active_sessions: int, figures: dict[str, int]) -> dict[str, object]:
     s = rt.stats
     return {
+        "instance": rt.store.instance_id,
+        "cluster": figures,
         "uptime_s": round(s.uptime, 3),
         "total_requests": s.requests_total,
         "successful_requests": s.requests_ok,
@@ -86,7 +103,8 @@ def stats_body(rt: Runtime, active_sessions: int) -> dict[str, object]:
 async def stats() -> dict[str, object]:
     """Server statistics; ``engine`` counts what the stream engine holds right now."""
     rt = runtime()
-    return stats_body(rt, await rt.store.count_sessions())
+    sessions = await rt.store.count_sessions()
+    return stats_body(rt, sessions, await cluster(rt, sessions))
 
 
 @bp.get("/metrics")
@@ -94,11 +112,24 @@ async def metrics() -> Response:
     """The same figures in Prometheus text format."""
     rt = runtime()
     sessions = await rt.store.count_sessions()
+    figures = await cluster(rt, sessions)
 
     def gauges() -> dict[str, float]:
-        return {"sessions_active": sessions, **rt.engine_counts()}
+        return {
+            "sessions_active": sessions,
+            **rt.engine_counts(),
+            "cluster_instances": figures["instances"],
+            "cluster_streams_active": figures["active_streams"],
+        }
 
-    return Response(prometheus_text(rt.stats, gauges), 200, {"Content-Type": CONTENT_TYPE_LATEST})
+    instance = rt.store.instance_id.replace("\\", "\\\\").replace('"', '\\"')
+    info = (
+        "# HELP quart_sse_instance_info the instance that answered (label instance)\n"
+        "# TYPE quart_sse_instance_info gauge\n"
+        f'quart_sse_instance_info{{instance="{instance}",store="{rt.store.name}"}} 1.0\n'
+    ).encode()
+    body = prometheus_text(rt.stats, gauges) + info
+    return Response(body, 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def swagger_assets() -> Path:

@@ -18,5 +18,13 @@ def create_store(settings: Settings) -> Store:
 
         return MemoryStore(retention=settings.stream_retention, session_ttl=settings.session_ttl)
     if scheme in ("redis", "rediss", "unix"):
-        raise ConfigError("REDIS_URL: the Redis store is not built yet (issue 7); unset REDIS_URL")
+        from quart_sse.stores.redis import RedisStore
+
+        assert url is not None
+        return RedisStore(
+            url,
+            retention=settings.stream_retention,
+            session_ttl=settings.session_ttl,
+            heartbeat=settings.heartbeat_interval,
+        )
     raise ConfigError(f"REDIS_URL has value {url!r}: unsupported scheme {scheme!r} (expected redis://)")

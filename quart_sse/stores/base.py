@@ -8,10 +8,15 @@ slots in without touching the engine or the routes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
+
+PROCESS_INSTANCE = f"{socket.gethostname()}-{os.getpid()}"
+"""This process's instance id, as /health, /stats and /metrics report it."""
 
 
 def now_iso() -> str:
@@ -69,6 +74,7 @@ class Store(Protocol):
     """Where sessions and stream logs live: memory (one process) or Redis (several)."""
 
     name: str
+    instance_id: str
 
     async def connect(self) -> None: ...
     async def aclose(self) -> None: ...
@@ -83,16 +89,30 @@ class Store(Protocol):
     async def add_message(self, session_id: str, message: Message) -> int | None:
         """Append to the history; the new history length, or None if the session is gone."""
 
-    async def begin_generation(self, session_id: str, stream_id: str) -> str | None:
-        """Take the session's one generation slot; None on success, else the running stream id."""
+    async def begin_generation(self, session_id: str, stream_id: str, message: Message) -> str | None:
+        """Take the session's one generation slot, save the user's ``message``, open the log.
 
-    async def end_generation(self, session_id: str, stream_id: str) -> None: ...
+        None on success, else the id of the stream already generating (nothing is changed).
+        """
+
+    async def save_answer(self, session_id: str, stream_id: str, message: Message | None) -> int | None:
+        """Save the generation's answer (if any) and free the slot; the new history length.
+
+        None when the session is gone, or (Redis) when the generation was declared dead.
+        """
+
+    async def cluster_counts(self) -> dict[str, int] | None:
+        """Figures across every instance sharing the store (None: this process only)."""
 
     # Stream logs -----------------------------------------------------------------------
-    async def create_stream(self, stream_id: str, session_id: str) -> None: ...
     async def get_stream(self, stream_id: str) -> StreamInfo | None: ...
-    async def append(self, batch: Sequence[Append]) -> None:
-        """Append frames to several logs at once (one call per log-writer flush)."""
+    async def append(self, batch: Sequence[Append]) -> Mapping[str, str] | None:
+        """Append frames to several logs at once (one call per log-writer flush).
+
+        Returns the streams that can take no more frames, each with the error code their
+        generation ends with (Redis: ``interrupted`` when its lease was lost,
+        ``store_unavailable`` when Redis failed); None when all went in.
+        """
 
     async def read(self, stream_id: str, after: int, block: float) -> ReadResult | None:
         """Frames after id ``after``; waits up to ``block`` s when there are none yet.

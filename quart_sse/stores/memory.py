@@ -6,7 +6,15 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from quart_sse.stores.base import Append, Message, ReadResult, Session, StreamInfo, now_iso
+from quart_sse.stores.base import (
+    PROCESS_INSTANCE,
+    Append,
+    Message,
+    ReadResult,
+    Session,
+    StreamInfo,
+    now_iso,
+)
 
 
 class _Log:
@@ -34,6 +42,7 @@ class MemoryStore:
     """
 
     name = "memory"
+    instance_id = PROCESS_INSTANCE
 
     def __init__(self, retention: float = 600.0, session_ttl: float | None = None) -> None:
         self.retention = retention
@@ -93,19 +102,27 @@ class MemoryStore:
         self._touched[session_id] = time.monotonic()
         return len(session.messages)
 
-    async def begin_generation(self, session_id: str, stream_id: str) -> str | None:
+    async def begin_generation(self, session_id: str, stream_id: str, message: Message) -> str | None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            if session.generating is not None:
+                return session.generating
+            session.generating = stream_id
+            await self.add_message(session_id, message)
+        self._logs[stream_id] = _Log(session_id)
+        return None
+
+    async def save_answer(self, session_id: str, stream_id: str, message: Message | None) -> int | None:
+        count = await self.add_message(session_id, message) if message is not None else None
         session = self._sessions.get(session_id)
         if session is None:
             return None
-        if session.generating is not None:
-            return session.generating
-        session.generating = stream_id
-        return None
-
-    async def end_generation(self, session_id: str, stream_id: str) -> None:
-        session = self._sessions.get(session_id)
-        if session is not None and session.generating == stream_id:
+        if session.generating == stream_id:
             session.generating = None
+        return count if count is not None else len(session.messages)
+
+    async def cluster_counts(self) -> None:
+        return None
 
     async def _sweep_sessions(self) -> None:
         assert self.session_ttl is not None
@@ -120,9 +137,6 @@ class MemoryStore:
                     del self._touched[session_id]
 
     # Stream logs -----------------------------------------------------------------------
-
-    async def create_stream(self, stream_id: str, session_id: str) -> None:
-        self._logs[stream_id] = _Log(session_id)
 
     async def get_stream(self, stream_id: str) -> StreamInfo | None:
         log = self._logs.get(stream_id)
