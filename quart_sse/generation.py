@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from quart_sse import errors
 from quart_sse.config import Settings
+from quart_sse.ids import new_id
 from quart_sse.metrics import Stats
 from quart_sse.providers.base import FinishReason, LastPiece, Provider, ProviderError
 from quart_sse.sse import encode_chunk, encode_event
@@ -128,7 +128,7 @@ class Generations:
 
         Raises 409 if another request took the session's slot first.
         """
-        stream_id = uuid.uuid4().hex
+        stream_id = new_id()
         first = Message("user", message, now_iso())
         running = await self.store.begin_generation(session.session_id, stream_id, first)
         if running is not None:

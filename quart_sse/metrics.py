@@ -31,6 +31,8 @@ class Stats:
     sessions_created: int = 0
     readers_open: int = 0
     readers_opened: int = 0
+    writes_direct: int = 0  # SSE body writes straight to the socket (quart_sse.direct)
+    writes_asgi: int = 0  # SSE body writes through ASGI (the response head, backpressure, others)
 
     @property
     def uptime(self) -> float:
@@ -57,6 +59,8 @@ class _Collector(Collector):
             "quart_sse_chunks": ("chunk events put into streams", s.chunks_sent),
             "quart_sse_sessions_created": ("sessions created", s.sessions_created),
             "quart_sse_stream_responses": ("SSE responses opened (readers)", s.readers_opened),
+            "quart_sse_stream_writes_direct": ("SSE body writes straight to the socket", s.writes_direct),
+            "quart_sse_stream_writes_asgi": ("SSE body writes through ASGI", s.writes_asgi),
             "quart_sse_generation_seconds": (
                 "time spent generating, over ended generations",
                 s.response_time_total,

@@ -128,6 +128,7 @@ class Stats:
     provider: str
     store: str
     engine: dict[str, int] = field(default_factory=dict)
+    stream_writes: dict[str, int] = field(default_factory=dict)
     cluster: dict[str, int] = field(default_factory=dict)
 
 

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from quart_sse.direct import DirectWrite, direct_writer
 from quart_sse.metrics import Stats
 from quart_sse.sse import PING, retry_frame
 from quart_sse.stores.base import Append, Store
@@ -130,6 +131,31 @@ class LogWriter:
         await self.flush()
 
 
+class _Position:
+    """Where a reader is in its log, and when it last wrote; shared with its push."""
+
+    __slots__ = ("after", "direct", "last_write", "loop", "stats")
+
+    def __init__(
+        self, after: int, direct: DirectWrite | None, loop: asyncio.AbstractEventLoop, stats: Stats
+    ) -> None:
+        self.after = after
+        self.direct = direct
+        self.last_write = loop.time()
+        self.loop = loop
+        self.stats = stats
+
+    def push(self, data: bytes, count: int) -> bool:
+        """Write frames the log writer offers while this reader waits (no task switch)."""
+        direct = self.direct
+        if direct is None or not direct(data):
+            return False
+        self.after += count
+        self.last_write = self.loop.time()
+        self.stats.writes_direct += 1
+        return True
+
+
 async def pump(
     send: ASGISend,
     store: Store,
@@ -142,8 +168,11 @@ async def pump(
 ) -> None:
     """Write one SSE response body to ``send``: ``retry:``, replay after ``after``, then live.
 
-    Everything waiting in the log goes out in one body message.  Returns after the final
-    event; a disconnect cancels it (in a wait or in ``send``), and ``finally`` releases it.
+    Everything waiting in the log goes out in one body message; once the response head is
+    out, frames go straight to the socket where Hypercorn allows it (:mod:`direct`), and
+    while this reader waits the store may push new frames through it without waking it.
+    Returns after the final event; a disconnect cancels it (in a wait or in ``send``), and
+    ``finally`` releases it.
     """
     loop = asyncio.get_running_loop()
     stats.readers_open += 1
@@ -153,7 +182,6 @@ async def pump(
         if result is None:
             return
         frames, finished = result
-        after += len(frames)
         # The response head goes out with the first body write: write it at once.
         await send(
             {
@@ -162,20 +190,28 @@ async def pump(
                 "more_body": True,
             }
         )
-        last_write = loop.time()
+        direct = direct_writer(send)
+        stats.writes_asgi += 1
+        position = _Position(after + len(frames), direct, loop, stats)
+        push = position.push if direct is not None else None
         while not finished:
-            result = await store.read(stream_id, after, last_write + heartbeat - loop.time())
+            block = position.last_write + heartbeat - loop.time()
+            result = await store.read(stream_id, position.after, block, push)
             if result is None:  # expired or deleted while we read
                 return
             frames, finished = result
             if frames:
-                after += len(frames)
+                position.after += len(frames)
                 body = frames[0] if len(frames) == 1 else b"".join(frames)
-            elif not finished and loop.time() - last_write >= heartbeat * 0.999:
+            elif not finished and loop.time() - position.last_write >= heartbeat * 0.999:
                 body = PING
             else:
                 continue
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-            last_write = loop.time()
+            if direct is not None and direct(body):
+                stats.writes_direct += 1
+            else:
+                stats.writes_asgi += 1
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            position.last_write = loop.time()
     finally:
         stats.readers_open -= 1

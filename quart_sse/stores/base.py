@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -69,6 +69,10 @@ class Append:
 ReadResult = tuple[Sequence[bytes], bool]
 """Frames after the asked id, and whether the stream has ended (nothing will follow)."""
 
+Push = Callable[[bytes, int], bool]
+"""``push(data, count)``: a waiting reader's offer to write ``count`` new frames (joined in
+``data``) itself, at once; True when it did, and they count as read."""
+
 
 class Store(Protocol):
     """Where sessions and stream logs live: memory (one process) or Redis (several)."""
@@ -114,10 +118,14 @@ class Store(Protocol):
         ``store_unavailable`` when Redis failed); None when all went in.
         """
 
-    async def read(self, stream_id: str, after: int, block: float) -> ReadResult | None:
+    async def read(
+        self, stream_id: str, after: int, block: float, push: Push | None = None
+    ) -> ReadResult | None:
         """Frames after id ``after``; waits up to ``block`` s when there are none yet.
 
-        None when the stream is unknown or has expired.
+        While it waits, a store may hand new frames to ``push`` instead of returning them
+        (the memory store does; Redis need not). Returns the frames not pushed, from the
+        reader's position after the pushes. None when the stream is unknown or has expired.
         """
 
     def debug_counts(self) -> dict[str, int]:

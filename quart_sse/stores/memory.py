@@ -10,11 +10,23 @@ from quart_sse.stores.base import (
     PROCESS_INSTANCE,
     Append,
     Message,
+    Push,
     ReadResult,
     Session,
     StreamInfo,
     now_iso,
 )
+
+
+class _Waiter:
+    """A reader waiting in :meth:`MemoryStore.read`: its position, and how to push to it."""
+
+    __slots__ = ("after", "future", "push")
+
+    def __init__(self, future: asyncio.Future[None], after: int, push: Push | None) -> None:
+        self.future = future
+        self.after = after
+        self.push = push
 
 
 class _Log:
@@ -24,14 +36,39 @@ class _Log:
         self.session_id = session_id
         self.frames: list[bytes] = []
         self.finished = False
-        self.waiters: list[asyncio.Future[None]] = []
+        self.waiters: list[_Waiter] = []
 
 
-def _wake(waiters: list[asyncio.Future[None]]) -> None:
+def _wake(waiters: list[_Waiter]) -> None:
     for waiter in waiters:
-        if not waiter.done():
-            waiter.set_result(None)
+        if not waiter.future.done():
+            waiter.future.set_result(None)
     waiters.clear()
+
+
+def _deliver(log: _Log, new: int) -> None:
+    """New frames (the last ``new``) reach each waiting reader: pushed, or the reader is woken.
+
+    A push writes the frames for the reader without waking its task; a reader that cannot
+    take them now (it has no push, its socket is full or closing), or any reader once the
+    stream has ended, is woken and reads them itself.
+    """
+    frames = log.frames
+    start = len(frames) - new
+    data = b""
+    keep: list[_Waiter] = []
+    for waiter in log.waiters:
+        if waiter.future.done():
+            continue
+        if waiter.push is not None and not log.finished and waiter.after == start:
+            if not data:
+                data = frames[start] if new == 1 else b"".join(frames[start:])
+            if waiter.push(data, new):
+                waiter.after = len(frames)
+                keep.append(waiter)
+                continue
+        waiter.future.set_result(None)
+    log.waiters = keep
 
 
 class MemoryStore:
@@ -154,7 +191,9 @@ class MemoryStore:
             if item.finished:
                 log.finished = True
                 asyncio.get_running_loop().call_later(self.retention, self._expire, item.stream_id, log)
-            if log.waiters:
+            if log.waiters and item.frames:
+                _deliver(log, len(item.frames))
+            elif log.waiters and item.finished:
                 _wake(log.waiters)
 
     def _expire(self, stream_id: str, log: _Log) -> None:
@@ -162,7 +201,9 @@ class MemoryStore:
             del self._logs[stream_id]
         _wake(log.waiters)
 
-    async def read(self, stream_id: str, after: int, block: float) -> ReadResult | None:
+    async def read(
+        self, stream_id: str, after: int, block: float, push: Push | None = None
+    ) -> ReadResult | None:
         log = self._logs.get(stream_id)
         if log is None:
             return None
@@ -170,21 +211,18 @@ class MemoryStore:
         if len(frames) > after or log.finished or block <= 0:
             return frames[after:], log.finished
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter = _Waiter(loop.create_future(), after, push)
         log.waiters.append(waiter)
-        timer = loop.call_at(loop.time() + block, _timeout, waiter)
+        timer = loop.call_at(loop.time() + block, _timeout, waiter.future)
         try:
-            await waiter
+            await waiter.future
         finally:
             timer.cancel()
-            if log.waiters:  # emptied when woken by an append
-                try:
-                    log.waiters.remove(waiter)
-                except ValueError:
-                    pass
+            if waiter in log.waiters:
+                log.waiters.remove(waiter)
         if self._logs.get(stream_id) is not log:
             return None
-        return frames[after:], log.finished
+        return frames[waiter.after :], log.finished
 
     def debug_counts(self) -> dict[str, int]:
         return {
