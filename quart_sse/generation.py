@@ -188,6 +188,7 @@ class Generations:
         loop = asyncio.get_running_loop()
         gen._last_piece = loop.time()
         timeout = settings.model_timeout
+        debug = log.isEnabledFor(logging.DEBUG)  # a line per chunk only at debug level
         gen._deadline_handle = loop.call_at(gen._last_piece + timeout, self._check_silence, gen, timeout)
         try:
             await channel.put(
@@ -223,6 +224,8 @@ class Generations:
                 event_id += 1
                 parts.append(piece)
                 await channel.put(encode_chunk(event_id, piece, number, type(piece) is LastPiece))
+                if debug:
+                    log.debug("🌊 [%s] chunk #%d: %r", stream_id[:8], number, piece[:60])
             gen.chunks = number
         except asyncio.CancelledError:
             status = gen.cancel_code or errors.INTERRUPTED

@@ -88,3 +88,14 @@ async def test_openapi_describes_the_api_and_its_event_streams(server, http):
     for name in refs:
         assert name in spec["components"]["schemas"]
     assert "202" in paths["/chat"]["post"]["responses"]
+
+
+async def test_chunk_lines_only_at_debug_level(start_server, http):
+    quiet = start_server(LOG_LEVEL="info", SIM_RESPONSE_CHUNKS="5")
+    loud = start_server(LOG_LEVEL="debug", SIM_RESPONSE_CHUNKS="5")
+    for server in (quiet, loud):
+        stream = await chat_stream(http, server.url, "log me")
+        assert stream.last["type"] == "complete"
+    assert "chunk #" not in quiet.output()
+    assert "SSE STREAM STARTED" in quiet.output() and "SSE STREAM COMPLETED" in quiet.output()
+    assert [f"chunk #{n}:" in loud.output() for n in range(1, 6)] == [True] * 5
