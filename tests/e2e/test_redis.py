@@ -1,0 +1,228 @@
+"""Several server processes on one Redis (issue 7), over real HTTP.
+
+Each test has its own redis-server (free port, no persistence) and starts separate server
+processes on it, as a PaaS with several instances would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import aiohttp
+import pytest
+
+from tests.support.sse_client import chat_stream, read_stream
+
+pytestmark = pytest.mark.redis
+
+
+async def get_json(http, url):
+    async with http.get(url) as r:
+        return r.status, await r.json()
+
+
+async def until(check, what, rounds=600):
+    """Poll the servers until ``check()`` holds: each round is a request (bounded)."""
+    for _ in range(rounds):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never: {what}")
+
+
+async def test_a_stream_started_on_a_resumes_on_b_exactly_once(redis_server, start_server, http):
+    env = {"REDIS_URL": redis_server.url, "SIM_CHUNK_DELAY_MS": "20", "SIM_RESPONSE_CHUNKS": "40"}
+    a, b = start_server(**env), start_server(**env)
+    async with http.post(f"{a.url}/chat/stream", json={"message": "resume me elsewhere"}) as r:
+        head = await read_stream(r, until=lambda d: d.get("chunk_number") == 3)
+    # Cut on A mid-answer; the generation goes on there; B replays, then follows it live.
+    info = head.data[0]
+    async with http.get(b.url + info["events_url"], headers={"Last-Event-ID": head.events[-1].id}) as r:
+        assert r.status == 200
+        rest = await read_stream(r)
+    ids = head.ids + rest.ids
+    assert ids == list(range(1, 40 + 4)), "every event exactly once, in order"
+    chunks = [d["chunk_number"] for d in head.data + rest.data if d["type"] == "chunk"]
+    assert chunks == list(range(1, 41))
+    assert rest.last["type"] == "complete" and rest.last["total_chunks"] == 40
+    status, session = await get_json(http, f"{b.url}/sessions/{info['session_id']}")
+    assert status == 200
+    assert session["messages"][-1]["content"] == head.text + rest.text
+    # Read again in full from B after the end: the same bytes as both parts together.
+    async with http.get(b.url + info["events_url"]) as r:
+        again = await read_stream(r)
+    assert again.ids == ids and again.text == head.text + rest.text
+
+
+async def test_sessions_made_on_a_are_listed_and_continued_on_b(redis_server, start_server, http):
+    a = start_server(REDIS_URL=redis_server.url)
+    b = start_server(REDIS_URL=redis_server.url)
+    async with http.post(f"{a.url}/sessions/new") as r:
+        assert r.status == 201
+        session_id = (await r.json())["session_id"]
+    first = await chat_stream(http, a.url, "Tell me about rivers", session_id)
+    status, listed = await get_json(http, f"{b.url}/sessions")
+    assert status == 200 and [s["session_id"] for s in listed["sessions"]] == [session_id]
+    assert listed["sessions"][0]["message_count"] == 2
+    second = await chat_stream(http, b.url, "And about lakes?", session_id)
+    assert second.data[1]["context_messages"] == 3 and "turn number 2" in second.text
+    status, body = await get_json(http, f"{a.url}/sessions/{session_id}")
+    assert [(m["role"], m["content"]) for m in body["messages"]] == [
+        ("user", "Tell me about rivers"),
+        ("model", first.text),
+        ("user", "And about lakes?"),
+        ("model", second.text),
+    ]
+    async with http.delete(f"{b.url}/sessions/{session_id}") as r:
+        assert r.status == 200
+    status, _ = await get_json(http, f"{a.url}/sessions/{session_id}")
+    assert status == 404
+
+
+async def test_one_generation_per_session_across_instances(redis_server, start_server, http):
+    env = {"REDIS_URL": redis_server.url, "SIM_CHUNK_DELAY_MS": "3600000"}
+    a, b = start_server(**env), start_server(**env)
+    async with http.post(f"{a.url}/chat", json={"message": "slow", "session_id": None}) as r:
+        accepted = await r.json()
+    async with http.post(f"{b.url}/chat", json={"message": "too", "session_id": accepted["session_id"]}) as r:
+        assert r.status == 409 and (await r.json())["error"]["code"] == "generation_running"
+    status, health = await get_json(http, f"{b.url}/health")
+    assert status == 200 and health["cluster"]["active_streams"] == 1 and health["active_streams"] == 0
+    async with http.post(f"{a.url}/streams/{accepted['stream_id']}/cancel") as r:
+        assert (await r.json())["cancelled"] is True
+    async with http.post(f"{b.url}/chat", json={"message": "now", "session_id": accepted["session_id"]}) as r:
+        assert r.status == 202
+
+
+async def test_sigkill_of_the_owner_ends_readers_elsewhere_with_interrupted(redis_server, start_server, http):
+    env = {
+        "REDIS_URL": redis_server.url,
+        "HEARTBEAT_INTERVAL": "0.5",  # lease 1 s: interrupted within ~1.5 s of the kill
+        "SIM_CHUNK_DELAY_MS": "50",
+        "SIM_RESPONSE_CHUNKS": "1000",
+    }
+    a, b = start_server(**env), start_server(**env)
+    async with http.post(f"{a.url}/chat", json={"message": "doomed", "session_id": None}) as r:
+        accepted = await r.json()
+    session_id = accepted["session_id"]
+    async with http.get(b.url + accepted["events_url"]) as r:
+        assert r.status == 200
+        head = await read_stream(r, until=lambda d: d.get("chunk_number") == 3)
+        a.stop(signal.SIGKILL)
+        rest = await read_stream(r)
+    events = head.data + rest.data
+    assert events[-1]["type"] == "error" and events[-1]["code"] == "interrupted"
+    assert events[-1]["session_id"] == session_id
+    assert [e["type"] for e in events].count("error") == 1
+    assert head.ids + rest.ids == list(range(1, len(events) + 1))
+    text = "".join(d["text"] for d in events if d["type"] == "chunk")
+    status, session = await get_json(http, f"{b.url}/sessions/{session_id}")
+    assert status == 200 and session["generating"] is None
+    assert session["messages"][-1] == {**session["messages"][-1], "content": text, "interrupted": True}
+    # The session goes on, on B, with the cut answer in its context.
+    after = await chat_stream(
+        http, b.url, "are you still there?", session_id, until=lambda d: d.get("chunk_number") == 2
+    )
+    assert after.data[1] == {**after.data[1], "type": "status", "context_messages": 3}
+
+
+async def test_redis_stopped_and_started_again_under_a_running_server(redis_server, start_server, http):
+    server = start_server(REDIS_URL=redis_server.url, SIM_CHUNK_DELAY_MS="30", SIM_RESPONSE_CHUNKS="1000")
+    async with http.post(f"{server.url}/chat/stream", json={"message": "held"}) as r:
+        head = await read_stream(r, until=lambda d: d.get("chunk_number") == 2)
+        redis_server.stop()
+        rest = await read_stream(r)
+    # The open stream ends with an error event; the server stays up and says why.
+    assert rest.last["type"] == "error" and rest.last["code"] == "store_unavailable"
+    assert head.ids + rest.ids == list(range(1, len(head.ids + rest.ids) + 1))
+    status, body = await get_json(http, f"{server.url}/health")
+    assert status == 503 and body["error"]["code"] == "store_unavailable"
+    assert "Redis" in body["error"]["message"]
+    async with http.post(f"{server.url}/chat/stream", json={"message": "now?"}) as r:
+        assert r.status == 503 and (await r.json())["error"]["code"] == "store_unavailable"
+        assert r.headers["Retry-After"]
+    status, body = await get_json(http, f"{server.url}/sessions")
+    assert status == 503 and body["error"]["code"] == "store_unavailable"
+    redis_server.start()  # an empty Redis (no persistence in the tests)
+
+    async def healthy():
+        return (await get_json(http, f"{server.url}/health"))[0] == 200
+
+    await until(healthy, "the server found Redis again")
+    async with http.post(f"{server.url}/chat/stream", json={"message": "back again"}) as r:
+        assert r.status == 200
+        again = await read_stream(r, until=lambda d: d.get("chunk_number") == 3)
+    assert [d["type"] for d in again.data] == ["session_info", "status", "chunk", "chunk", "chunk"]
+
+
+async def test_a_stream_open_while_redis_dies_ends_with_store_unavailable(redis_server, start_server, http):
+    env = {"REDIS_URL": redis_server.url, "SIM_CHUNK_DELAY_MS": "30", "SIM_RESPONSE_CHUNKS": "1000"}
+    a, b = start_server(**env), start_server(**env)
+    async with http.post(f"{a.url}/chat", json={"message": "long", "session_id": None}) as r:
+        accepted = await r.json()
+    async with aiohttp.ClientSession() as other:
+        on_a = await other.get(a.url + accepted["events_url"])
+        on_b = await http.get(b.url + accepted["events_url"])
+        head_a = await read_stream(on_a, until=lambda d: d.get("chunk_number") == 2)
+        head_b = await read_stream(on_b, until=lambda d: d.get("chunk_number") == 2)
+        redis_server.stop()
+        rest_a, rest_b = await asyncio.gather(read_stream(on_a), read_stream(on_b))
+        on_a.release()
+        on_b.release()
+    for head, rest in ((head_a, rest_a), (head_b, rest_b)):
+        assert rest.last["type"] == "error" and rest.last["code"] == "store_unavailable"
+        assert rest.last["session_id"] == accepted["session_id"]
+        assert head.ids + rest.ids == sorted(set(head.ids + rest.ids))
+    redis_server.start()
+    for server in (a, b):
+        await until(
+            lambda s=server: _ok(http, f"{s.url}/health"),
+            f"{server.url} found Redis again",
+        )
+    again = await chat_stream(http, b.url, "again", until=lambda d: d.get("chunk_number") == 2)
+    assert [d["type"] for d in again.data] == ["session_info", "status", "chunk", "chunk"]
+
+
+async def _ok(http, url):
+    return (await get_json(http, url))[0] == 200
+
+
+async def test_finished_streams_expire_after_the_retention(redis_server, start_server, http):
+    server = start_server(REDIS_URL=redis_server.url, STREAM_RETENTION="1")
+    stream = await chat_stream(http, server.url, "short lived")
+    url = server.url + stream.data[0]["events_url"]
+    async with http.get(url) as r:
+        assert r.status == 200 and (await read_stream(r)).ids == stream.ids
+
+    async def expired():
+        async with http.get(url) as r:
+            return r.status == 404
+
+    await until(expired, "the finished stream expired")
+    async with http.get(url) as r:
+        assert (await r.json())["error"]["code"] == "stream_not_found"
+    status, session = await get_json(http, f"{server.url}/sessions/{stream.data[0]['session_id']}")
+    assert status == 200 and session["message_count"] == 2  # the session stays
+
+
+async def test_health_stats_and_metrics_name_the_instance_and_count_the_cluster(
+    redis_server, start_server, http
+):
+    a = start_server(REDIS_URL=redis_server.url)
+    b = start_server(REDIS_URL=redis_server.url)
+    await chat_stream(http, a.url, "one")
+    await chat_stream(http, b.url, "two")
+    _, health_a = await get_json(http, f"{a.url}/health")
+    _, health_b = await get_json(http, f"{b.url}/health")
+    assert health_a["store"] == "redis" and health_a["instance"] != health_b["instance"]
+    assert str(a.pid) in health_a["instance"] and str(b.pid) in health_b["instance"]
+    assert health_a["active_sessions"] == health_b["active_sessions"] == 2
+    assert health_b["cluster"] == {"instances": 2, "active_streams": 0, "active_sessions": 2}
+    _, stats = await get_json(http, f"{b.url}/stats")
+    assert stats["instance"] == health_b["instance"] and stats["cluster"]["instances"] == 2
+    assert stats["streams_started"] == 1  # this instance's own
+    async with http.get(f"{a.url}/metrics") as r:
+        text = await r.text()
+    assert f'quart_sse_instance_info{{instance="{health_a["instance"]}",store="redis"}} 1.0' in text
+    assert "quart_sse_cluster_instances 2.0" in text and "quart_sse_sessions_active 2.0" in text
