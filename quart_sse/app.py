@@ -19,7 +19,7 @@ from quart_sse.metrics import Stats
 from quart_sse.providers import Provider, create_provider
 from quart_sse.runtime import Runtime
 from quart_sse.stores import Store, create_store
-from quart_sse.streams import LogWriter
+from quart_sse.streams import Heartbeats, LogWriter
 
 FLUSH_DELAY = 0.002
 """Seconds the log writer waits after the first new frame, so readers get frames in batches."""
@@ -159,6 +159,7 @@ def create_app(
 
     generations = Generations(settings, store, provider, writer, stats, on_start, on_end)
     rt = Runtime(settings, store, provider, writer, generations, stats)
+    rt.heartbeats = Heartbeats(settings.heartbeat_interval, stats)
     app.extensions["quart_sse"] = rt
 
     for blueprint in (chat.bp, streams.bp, sessions.bp, system.bp, demo.bp):

@@ -193,6 +193,7 @@ class StreamingRoutes:
                 retry_ms=rt.settings.sse_retry_ms,
                 heartbeat=rt.settings.heartbeat_interval,
                 stats=rt.stats,
+                heartbeats=rt.heartbeats,
             )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:

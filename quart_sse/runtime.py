@@ -11,7 +11,7 @@ from quart_sse.generation import Generations
 from quart_sse.metrics import Stats
 from quart_sse.providers.base import Provider
 from quart_sse.stores.base import Store
-from quart_sse.streams import LogWriter
+from quart_sse.streams import Heartbeats, LogWriter
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Runtime:
     writer: LogWriter
     generations: Generations
     stats: Stats = field(default_factory=Stats)
+    heartbeats: Heartbeats | None = None
 
     def engine_counts(self) -> dict[str, int]:
         """Everything the engine holds, for the leak checks (readers, tasks, queues, logs)."""
@@ -31,6 +32,7 @@ class Runtime:
             "generations": len(running),
             "generation_tasks": sum(1 for g in running.values() if g.task is not None and not g.task.done()),
             "queued_frames": sum(len(g.channel.frames) for g in running.values()),
+            "heartbeat_members": len(self.heartbeats.members) if self.heartbeats is not None else 0,
             **self.store.debug_counts(),
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 
@@ -79,6 +80,7 @@ class MemoryStore:
     """
 
     name = "memory"
+    pushes = True  # read() hands new frames to a waiting reader's push
     instance_id = PROCESS_INSTANCE
 
     def __init__(self, retention: float = 600.0, session_ttl: float | None = None) -> None:
@@ -213,11 +215,13 @@ class MemoryStore:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop.create_future(), after, push)
         log.waiters.append(waiter)
-        timer = loop.call_at(loop.time() + block, _timeout, waiter.future)
+        # No timer when the reader has its pings written for it (streams.Heartbeats).
+        timer = loop.call_at(loop.time() + block, _timeout, waiter.future) if block != math.inf else None
         try:
             await waiter.future
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             if waiter in log.waiters:
                 log.waiters.remove(waiter)
         if self._logs.get(stream_id) is not log:

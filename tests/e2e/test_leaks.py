@@ -38,6 +38,7 @@ async def test_a_thousand_dropped_readers_leave_nothing_behind(start_server, htt
     for _ in range(10):
         await asyncio.gather(*(open_and_drop(server.url, path) for _ in range(100)))
     counts = await wait_until(lambda c: c["readers"] == 0, http, server.url)
+    assert counts["heartbeat_members"] == 0
     async with http.get(f"{server.url}/metrics") as r:
         assert "quart_sse_stream_responses_total 1000.0" in await r.text()
     assert counts["waiting_readers"] == 0
