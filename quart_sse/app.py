@@ -159,7 +159,7 @@ def create_app(
 
     generations = Generations(settings, store, provider, writer, stats, on_start, on_end)
     rt = Runtime(settings, store, provider, writer, generations, stats)
-    rt.heartbeats = Heartbeats(settings.heartbeat_interval, stats)
+    rt.heartbeats = Heartbeats(settings.heartbeat_interval, stats, settings.send_timeout)
     app.extensions["quart_sse"] = rt
 
     for blueprint in (chat.bp, streams.bp, sessions.bp, system.bp, demo.bp):

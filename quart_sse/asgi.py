@@ -194,6 +194,7 @@ class StreamingRoutes:
                 heartbeat=rt.settings.heartbeat_interval,
                 stats=rt.stats,
                 heartbeats=rt.heartbeats,
+                send_timeout=rt.settings.send_timeout,
             )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:

@@ -18,6 +18,8 @@ installed Hypercorn takes this path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 try:
@@ -35,12 +37,28 @@ HIGH_WATER = 64 * 1024
 class DirectWrite:
     """``write(data) -> bool``: one chunk of the response body, straight to the transport."""
 
-    __slots__ = ("limit", "transport", "writes")
+    __slots__ = ("limit", "stalled_at", "stalled_since", "transport", "writes")
 
     def __init__(self, transport: asyncio.WriteTransport, limit: int) -> None:
         self.transport = transport
         self.limit = limit
         self.writes = 0
+        self.stalled_since = 0.0  # when unsent bytes stopped shrinking (0: they did not)
+        self.stalled_at = 0  # how many there were then
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the unsent bytes have not shrunk (0 when nothing waits or they shrink)."""
+        unsent = self.transport.get_write_buffer_size()
+        if unsent == 0 or unsent < self.stalled_at or self.stalled_since == 0.0:
+            self.stalled_since = now if unsent else 0.0
+            self.stalled_at = unsent
+            return 0.0
+        self.stalled_at = unsent
+        return now - self.stalled_since
+
+    def abort(self) -> None:
+        """Drop the connection at once (a reset): closing politely would wait for the reader."""
+        self.transport.abort()
 
     def __call__(self, data: bytes) -> bool:
         transport = self.transport
@@ -51,8 +69,16 @@ class DirectWrite:
         return True
 
 
-def direct_writer(send: Any, limit: int = HIGH_WATER) -> DirectWrite | None:
-    """The direct writer behind ``send``, after the response head went out; else None."""
+def direct_writer(
+    send: Any, limit: int = HIGH_WATER, send_timeout: float | None = None
+) -> DirectWrite | None:
+    """The direct writer behind ``send``, after the response head went out; else None.
+
+    With ``send_timeout``, the socket also gets ``TCP_USER_TIMEOUT``: a peer that vanished
+    without a FIN or a reset (a laptop leaving the Wi-Fi) leaves the pings it is sent
+    unacknowledged, and the kernel resets the connection after that long, even though the
+    pings themselves fit in the socket's buffer.
+    """
     if HTTPStream is None:
         return None
     stream = getattr(send, "__self__", None)
@@ -69,4 +95,15 @@ def direct_writer(send: Any, limit: int = HIGH_WATER) -> DirectWrite | None:
     transport = server.writer.transport
     if not isinstance(transport, asyncio.WriteTransport) or server.send_lock.locked():
         return None
+    if send_timeout is not None:
+        _set_user_timeout(transport, send_timeout)
     return DirectWrite(transport, limit)
+
+
+def _set_user_timeout(transport: asyncio.WriteTransport, seconds: float) -> None:
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux
+    if sock is None or option is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(seconds * 1000)))

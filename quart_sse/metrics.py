@@ -33,6 +33,7 @@ class Stats:
     readers_opened: int = 0
     writes_direct: int = 0  # SSE body writes straight to the socket (quart_sse.direct)
     writes_asgi: int = 0  # SSE body writes through ASGI (the response head, backpressure, others)
+    stalled_cut: int = 0  # stream responses cut after SEND_TIMEOUT without progress
 
     @property
     def uptime(self) -> float:
@@ -61,6 +62,7 @@ class _Collector(Collector):
             "quart_sse_stream_responses": ("SSE responses opened (readers)", s.readers_opened),
             "quart_sse_stream_writes_direct": ("SSE body writes straight to the socket", s.writes_direct),
             "quart_sse_stream_writes_asgi": ("SSE body writes through ASGI", s.writes_asgi),
+            "quart_sse_stream_stalled_cut": ("stream responses cut after SEND_TIMEOUT", s.stalled_cut),
             "quart_sse_generation_seconds": (
                 "time spent generating, over ended generations",
                 s.response_time_total,

@@ -166,9 +166,10 @@ class Heartbeats:
     read timing out.
     """
 
-    def __init__(self, interval: float, stats: Stats) -> None:
+    def __init__(self, interval: float, stats: Stats, send_timeout: float = 30.0) -> None:
         self.interval = interval
-        self.period = min(1.0, interval / 4)
+        self.send_timeout = send_timeout
+        self.period = min(1.0, interval / 4, send_timeout / 4)
         self.stats = stats
         self.members: set[_Position] = set()
         self._handle: asyncio.TimerHandle | None = None
@@ -187,9 +188,17 @@ class Heartbeats:
             return
         now = loop.time()
         due = now - self.interval * 0.999
-        for position in self.members:
+        for position in list(self.members):
             direct = position.direct
-            if position.last_write <= due and direct is not None and direct(PING):
+            if direct is None:
+                continue
+            if direct.stalled_for(now) >= self.send_timeout:
+                # A reader that stopped reading: cut it; it resumes later with Last-Event-ID.
+                self.stats.stalled_cut += 1
+                log.info("stream response cut: no progress for %g s (SEND_TIMEOUT)", self.send_timeout)
+                self.members.discard(position)
+                direct.abort()
+            elif position.last_write <= due and direct(PING):
                 position.last_write = now
                 self.stats.writes_direct += 1
         self._handle = loop.call_later(self.period, self._tick, loop)
@@ -205,6 +214,7 @@ async def pump(
     heartbeat: float,
     stats: Stats,
     heartbeats: Heartbeats | None = None,
+    send_timeout: float = 30.0,
 ) -> None:
     """Write one SSE response body to ``send``: ``retry:``, replay after ``after``, then live.
 
@@ -230,7 +240,7 @@ async def pump(
                 "more_body": True,
             }
         )
-        direct = direct_writer(send)
+        direct = direct_writer(send, send_timeout=send_timeout)
         stats.writes_asgi += 1
         position = _Position(after + len(frames), direct, loop, stats)
         push = position.push if direct is not None else None
@@ -255,7 +265,16 @@ async def pump(
                     stats.writes_direct += 1
                 else:
                     stats.writes_asgi += 1
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                    try:
+                        async with asyncio.timeout(send_timeout):
+                            await send({"type": "http.response.body", "body": body, "more_body": True})
+                    except TimeoutError:
+                        # The reader took nothing for SEND_TIMEOUT: release it (it resumes later).
+                        stats.stalled_cut += 1
+                        log.info("stream response cut: no progress for %g s (SEND_TIMEOUT)", send_timeout)
+                        if direct is not None:
+                            direct.abort()
+                        return
                 position.last_write = loop.time()
         finally:
             if ticker is not None:

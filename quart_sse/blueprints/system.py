@@ -95,7 +95,7 @@ def stats_body(rt: Runtime, active_sessions: int, figures: dict[str, int]) -> di
         "provider": rt.provider.name,
         "store": rt.store.name,
         "engine": rt.engine_counts(),
-        "stream_writes": {"direct": s.writes_direct, "asgi": s.writes_asgi},
+        "stream_writes": {"direct": s.writes_direct, "asgi": s.writes_asgi, "stalled_cut": s.stalled_cut},
     }
 
 
