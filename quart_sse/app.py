@@ -193,6 +193,7 @@ def create_app(
     async def startup() -> None:
         tune_gc()
         await store.connect()
+        await rt.limits.connect()
         writer.start()
 
     @app.after_serving
@@ -201,6 +202,7 @@ def create_app(
         await generations.cancel_all(errors.INTERRUPTED)
         await writer.aclose()
         await provider.aclose()
+        await rt.limits.aclose()
         await store.aclose()
 
     return app

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
 from quart_sse import auth, errors
 from quart_sse.chat import body_too_large, start_generation
+from quart_sse.cors import CORS
 from quart_sse.errors import APIError
+from quart_sse.limits import NO_SLOT, StreamSlot
 from quart_sse.runtime import Runtime
 from quart_sse.sse import parse_last_event_id
 from quart_sse.streams import pump
@@ -46,10 +48,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def send_error(send: Send, error: APIError) -> None:
+async def send_error(send: Send, error: APIError, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps(error.body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    headers += extra
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -80,6 +83,7 @@ class StreamingRoutes:
         self.app = app
         self.rt = rt
         self.keys = tuple(key.encode() for key in rt.settings.api_keys)
+        self.cors = CORS(rt.settings.cors_origins)
         self.responses: set[asyncio.Task[Any]] = set()  # open SSE responses (their request tasks)
         self._ended: set[asyncio.Task[Any]] = set()  # those that end_responses() cut
 
@@ -109,7 +113,27 @@ class StreamingRoutes:
             elif path.startswith("/streams/") and path.endswith("/events") and path.count("/") == 3:
                 if method == "GET":
                     return await self._answer(scope, receive, send, self._stream_events)
+            if self.cors.enabled:
+                return await self._with_cors(scope, receive, send)
         await self.app(scope, receive, send)
+
+    async def _with_cors(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A Quart route under CORS_ORIGINS: preflights answered here, the rest with CORS headers."""
+        preflight = self.cors.preflight(scope)
+        if preflight is not None:
+            await send({"type": "http.response.start", "status": 204, "headers": preflight})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        extra = self.cors.headers(scope)
+        if not extra:
+            return await self.app(scope, receive, send)
+
+        async def send_with_cors(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
 
     async def _answer(
         self,
@@ -132,7 +156,7 @@ class StreamingRoutes:
             await handler(scope, receive, send, query)
         except APIError as error:
             stats.requests_failed += 1
-            await send_error(send, error)
+            await send_error(send, error, self.cors.headers(scope))
         else:
             stats.requests_ok += 1
 
@@ -141,9 +165,10 @@ class StreamingRoutes:
     ) -> None:
         rt = self.rt
         raw = await read_body(scope, receive, rt.settings.max_body_bytes)
-        client = scope.get("client") or ("?", 0)
-        generation = await start_generation(rt, raw, client[0])
-        await self._stream(receive, send, generation.stream_id, 0)
+        client = rt.limits.identify(scope)
+        slot = rt.limits.slot(client)
+        generation = await start_generation(rt, raw, client, slot)
+        await self._stream(scope, receive, send, generation.stream_id, 0, slot)
 
     async def _stream_events(
         self, scope: Scope, receive: Receive, send: Send, query: dict[str, list[str]]
@@ -162,13 +187,26 @@ class StreamingRoutes:
             raise APIError(404, errors.STREAM_NOT_FOUND, f"no stream {stream_id} (unknown or expired)")
         if info.finished and after >= info.last_id:
             # Nothing follows: 204 tells an EventSource to stop reconnecting.
-            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.start", "status": 204, "headers": self.cors.headers(scope)})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        await self._stream(receive, send, stream_id, after)
+        slot = self.rt.limits.slot_for(scope)
+        slot.acquire()  # 429 past MAX_STREAMS_PER_CLIENT
+        await self._stream(scope, receive, send, stream_id, after, slot)
 
-    async def _stream(self, receive: Receive, send: Send, stream_id: str, after: int) -> None:
-        """The SSE response; a disconnect cancels it at once, wherever it waits."""
+    async def _stream(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        stream_id: str,
+        after: int,
+        slot: StreamSlot = NO_SLOT,
+    ) -> None:
+        """The SSE response; a disconnect cancels it at once, wherever it waits.
+
+        ``slot`` (the client's place under MAX_STREAMS_PER_CLIENT) is released when it ends.
+        """
         rt = self.rt
         task = asyncio.current_task()
         assert task is not None
@@ -183,8 +221,9 @@ class StreamingRoutes:
         watcher = asyncio.ensure_future(receive())
         watcher.add_done_callback(disconnected)
         self.responses.add(task)
+        headers = SSE_HEADERS + self.cors.headers(scope) if self.cors.enabled else SSE_HEADERS
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             await pump(
                 send,
                 rt.store,
@@ -204,6 +243,7 @@ class StreamingRoutes:
             elif not gone:
                 raise
         finally:
+            slot.release()
             self.responses.discard(task)
             self._ended.discard(task)
             watcher.remove_done_callback(disconnected)

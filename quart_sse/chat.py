@@ -13,6 +13,7 @@ from quart_sse import errors
 from quart_sse.errors import APIError
 from quart_sse.generation import Generation
 from quart_sse.ids import new_id
+from quart_sse.limits import NO_SLOT, Client, StreamSlot
 from quart_sse.runtime import Runtime
 from quart_sse.stores.base import now_iso
 
@@ -77,8 +78,13 @@ def retry_later(status: int, code: str, message: str, seconds: int) -> APIError:
     return APIError(status, code, message, headers={"Retry-After": str(seconds)})
 
 
-async def start_generation(rt: Runtime, raw: bytes, client: str) -> Generation:
-    """Every check of API.md's order after 401 (done first, by the caller), then the generation."""
+async def start_generation(rt: Runtime, raw: bytes, client: Client, slot: StreamSlot = NO_SLOT) -> Generation:
+    """Every check of API.md's order after 401 (done first, by the caller), then the generation.
+
+    The per-client limits come last, with the server's capacity (429/503): ``slot`` (the
+    stream response the caller will open, if any) is taken, then one message is counted
+    against RATE_LIMIT; on any refusal the slot is given back and nothing is counted.
+    """
     message, session_id = parse_chat_body(raw, rt.settings.max_message_chars)
     store = rt.store
     session = None
@@ -102,7 +108,13 @@ async def start_generation(rt: Runtime, raw: bytes, client: str) -> Generation:
             f"{rt.settings.max_streams} streams are generating (MAX_STREAMS); try again",
             2,
         )
-    if session is None:
-        session = await store.create_session(new_id(), rt.provider.model, now_iso())
-        rt.stats.sessions_created += 1
-    return await rt.generations.start(session, message, client)
+    slot.acquire()
+    try:
+        await rt.limits.take_message(client)
+        if session is None:
+            session = await store.create_session(new_id(), rt.provider.model, now_iso())
+            rt.stats.sessions_created += 1
+        return await rt.generations.start(session, message, client.address)
+    except BaseException:
+        slot.release()
+        raise

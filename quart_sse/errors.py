@@ -22,6 +22,7 @@ BODY_TOO_LARGE = "body_too_large"
 MESSAGE_TOO_LONG = "message_too_long"
 CAPACITY = "capacity"
 RATE_LIMITED = "rate_limited"
+TOO_MANY_STREAMS = "too_many_streams"
 SHUTTING_DOWN = "shutting_down"
 INTERNAL = "internal_error"
 

@@ -8,6 +8,7 @@ from quart import current_app
 
 from quart_sse.config import Settings
 from quart_sse.generation import Generations
+from quart_sse.limits import Limits
 from quart_sse.metrics import Stats
 from quart_sse.providers.base import Provider
 from quart_sse.stores.base import Store
@@ -23,6 +24,10 @@ class Runtime:
     generations: Generations
     stats: Stats = field(default_factory=Stats)
     heartbeats: Heartbeats | None = None
+    limits: Limits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limits = Limits(self.settings)
 
     def engine_counts(self) -> dict[str, int]:
         """Everything the engine holds, for the leak checks (readers, tasks, queues, logs)."""
@@ -34,6 +39,7 @@ class Runtime:
             "queued_frames": sum(len(g.channel.frames) for g in running.values()),
             "heartbeat_members": len(self.heartbeats.members) if self.heartbeats is not None else 0,
             **self.store.debug_counts(),
+            **self.limits.debug_counts(),
         }
 
 

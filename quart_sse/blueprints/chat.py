@@ -26,7 +26,7 @@ async def chat() -> tuple[dict[str, str], int]:
     """Send a message; answers at once with the stream to read (for EventSource clients)."""
     rt = runtime()
     raw = await request.get_data(True, False, False)  # 413 past MAX_BODY_BYTES (Quart's MAX_CONTENT_LENGTH)
-    generation = await start_generation(rt, raw, request.remote_addr or "?")
+    generation = await start_generation(rt, raw, rt.limits.identify(request.scope))
     stream_id = generation.stream_id
     return {
         "session_id": generation.session_id,

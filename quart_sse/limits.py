@@ -1,0 +1,248 @@
+"""Per-client limits: ``RATE_LIMIT`` messages per minute and ``MAX_STREAMS_PER_CLIENT``.
+
+One piece of code for both kinds of route: ``POST /chat`` (a Quart route) and the two
+streaming routes answered in front of Quart (:mod:`quart_sse.asgi`) call the same
+:func:`identify`, :meth:`Limits.take_message` and :meth:`Limits.slot`, from
+:func:`quart_sse.chat.start_generation` at the place of API.md's 429/503 in the order of
+checks (after 401, 400, 413, 404, 409 and the server's own capacity): a refused request
+changes nothing, and a request refused for another reason costs the client nothing.
+
+Why not quart-rate-limiter: its ``before_request`` hook never sees the streaming routes
+(they bypass Quart), it runs before validation (a 400 or 404 would count, and a 429 would
+come before them), and its stores read then write the client's state in two steps, so
+concurrent requests (or instances on one Redis) all pass together, and its Redis keys
+never expire.  The algorithm is the same (GCRA, a "theoretical arrival time" per client),
+done here in one step: synchronously in memory, in one Lua script on Redis.
+
+Who the client is: the API key when ``API_KEYS`` is set (only a digest of it is kept, in
+memory or Redis, never the key), else the remote address; ``X-Forwarded-For`` is read only
+when the peer is one of ``TRUSTED_PROXIES`` (addresses or networks), right to left, and
+the first address that is not a trusted proxy is the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from redis.exceptions import RedisError
+
+from quart_sse import auth, errors
+from quart_sse.config import Settings
+from quart_sse.errors import APIError, StoreUnavailable
+
+PERIOD = 60.0
+"""RATE_LIMIT counts messages per this many seconds."""
+
+PREFIX = "quart-sse:rate:"
+SWEEP_EVERY = 1024
+"""The memory limiter drops clients whose state has lapsed once every this many messages."""
+
+# GCRA in one step: allowed when the client's theoretical arrival time (tat) is less than a
+# period ahead; then tat moves on by one interval.  Redis's own clock, shared by instances.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local allowed_at = tat + interval - period
+if now < allowed_at then return allowed_at - now end
+redis.call('SET', KEYS[1], tat + interval, 'PX', tat + interval - now)
+return 0
+"""
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Who sent a request: ``address`` for logs, ``key`` for the limits (never an API key)."""
+
+    address: str
+    key: str
+
+
+def _networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _header(scope: Mapping[str, Any], name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _query_token(scope: Mapping[str, Any]) -> str:
+    raw = scope.get("query_string") or b""
+    return parse_qs(raw.decode("latin-1")).get("access_token", [""])[0] if raw else ""
+
+
+def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
+
+
+class Limits:
+    """The per-client limits of one process; the rate limit is cluster-wide on Redis."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.rate = settings.rate_limit
+        self.max_streams = settings.max_streams_per_client
+        self.proxies = _networks(settings.trusted_proxies)
+        self.by_key = bool(settings.api_keys)
+        self.redis_url = settings.redis_url if self.rate else None
+        self.interval = PERIOD / self.rate if self.rate else 0.0
+        self.streams: dict[str, int] = {}  # client key -> open stream responses
+        self._tats: dict[str, float] = {}  # client key -> theoretical arrival time (monotonic)
+        self._takes = 0
+        self._redis: Any = None
+        self._script: Any = None
+
+    # Lifecycle (the Redis client is made in the serving loop) ----------------------------
+
+    async def connect(self) -> None:
+        if self.redis_url:
+            from redis.asyncio import Redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            self._redis = Redis.from_url(
+                self.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 1)
+            )
+            self._script = self._redis.register_script(_GCRA)
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    # Who ---------------------------------------------------------------------------------
+
+    def address(self, scope: Mapping[str, Any]) -> str:
+        """The client's address: the peer's, or from X-Forwarded-For sent by a trusted proxy."""
+        client = scope.get("client")
+        peer = str(client[0]) if client else "?"
+        if not self.proxies or not _trusted(peer, self.proxies):
+            return peer
+        hops = [hop.strip() for hop in _header(scope, b"x-forwarded-for").split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not _trusted(hop, self.proxies):
+                return hop
+        return hops[0] if hops else peer
+
+    def identify(self, scope: Mapping[str, Any]) -> Client:
+        """The client of an ASGI request (Quart's ``request.scope`` or the streaming layer's)."""
+        address = self.address(scope)
+        if self.by_key:
+            token = auth.presented_token(
+                scope["method"], scope["path"], _header(scope, b"authorization"), _query_token(scope)
+            )
+            if token:
+                digest = hashlib.sha256(token.encode()).hexdigest()[:32]
+                return Client(address, f"key:{digest}")
+        return Client(address, f"addr:{address}")
+
+    # RATE_LIMIT ----------------------------------------------------------------------------
+
+    async def take_message(self, client: Client) -> None:
+        """Count one message of ``client``, or raise 429 (counting nothing) past RATE_LIMIT."""
+        if not self.rate:
+            return
+        if self._script is not None:
+            try:
+                args = [self.interval * 1000, PERIOD * 1000]
+                wait_ms = int(await self._script(keys=[PREFIX + client.key], args=args))
+            except (RedisError, OSError) as exc:
+                raise StoreUnavailable(f"Redis is unreachable ({type(exc).__name__})") from None
+            wait = wait_ms / 1000
+        else:
+            wait = self._take_local(client.key)
+        if wait > 0:
+            raise rate_limited(
+                f"more than {self.rate} messages in a minute from this client (RATE_LIMIT); "
+                f"try again in {math.ceil(wait)} s",
+                wait,
+            )
+
+    def _take_local(self, key: str) -> float:
+        now = time.monotonic()
+        tat = max(self._tats.get(key, now), now)
+        allowed_at = tat + self.interval - PERIOD
+        if now < allowed_at:
+            return allowed_at - now
+        self._tats[key] = tat + self.interval
+        self._takes += 1
+        if self._takes % SWEEP_EVERY == 0:
+            self._tats = {k: v for k, v in self._tats.items() if v > now}
+        return 0.0
+
+    # MAX_STREAMS_PER_CLIENT ------------------------------------------------------------------
+
+    def slot(self, client: Client) -> StreamSlot:
+        """A place for one open stream response of ``client``; taken by ``acquire()``."""
+        return StreamSlot(self, client.key) if self.max_streams else NO_SLOT
+
+    def slot_for(self, scope: dict[str, Any]) -> StreamSlot:
+        """The same for the client of an ASGI request (identified only when the limit is set)."""
+        return StreamSlot(self, self.identify(scope).key) if self.max_streams else NO_SLOT
+
+    def debug_counts(self) -> dict[str, int]:
+        return {"client_streams": sum(self.streams.values()), "limited_clients": len(self.streams)}
+
+
+class StreamSlot:
+    """One open stream response counted against MAX_STREAMS_PER_CLIENT; release() is idempotent."""
+
+    __slots__ = ("held", "key", "limits")
+
+    def __init__(self, limits: Limits | None, key: str) -> None:
+        self.limits = limits
+        self.key = key
+        self.held = False
+
+    def acquire(self) -> None:
+        limits = self.limits
+        if limits is None or self.held:
+            return
+        held = limits.streams.get(self.key, 0)
+        assert limits.max_streams is not None
+        if held >= limits.max_streams:
+            raise rate_limited(
+                f"this client has {held} streams open (MAX_STREAMS_PER_CLIENT); "
+                "close one or try again when one ends",
+                2,
+                code=errors.TOO_MANY_STREAMS,
+            )
+        limits.streams[self.key] = held + 1
+        self.held = True
+
+    def release(self) -> None:
+        limits = self.limits
+        if limits is None or not self.held:
+            return
+        self.held = False
+        left = limits.streams[self.key] - 1
+        if left:
+            limits.streams[self.key] = left
+        else:
+            del limits.streams[self.key]
+
+
+NO_SLOT = StreamSlot(None, "")
+"""The slot when MAX_STREAMS_PER_CLIENT is unset: counts nothing."""
+
+
+def rate_limited(message: str, wait: float, *, code: str = errors.RATE_LIMITED) -> APIError:
+    return APIError(429, code, message, headers={"Retry-After": str(max(1, math.ceil(wait)))})
