@@ -46,6 +46,13 @@ _STREAM_DOCS = {
 }
 
 
+EVENT_ID_PATTERN = "^[0-9]{0,18}$"
+"""The event ids this server issues (quart_sse.sse); anything else is a 400."""
+
+CHAT_ERRORS = (400, 401, 404, 409, 413, 429, 503)
+"""The refusals of the two chat routes, in API.md's order (401 only with API_KEYS set)."""
+
+
 class SSEOpenAPIProvider(OpenAPIProvider):
     """quart-schema's generator, plus the two streaming routes served in front of Quart."""
 
@@ -66,7 +73,23 @@ class SSEOpenAPIProvider(OpenAPIProvider):
             "one of the schemas below; ': ping' comments on quiet streams.",
             "content": {
                 "text/event-stream": {
-                    "schema": {"oneOf": [{"$ref": f"#/components/schemas/{n}"} for n in _EVENT_SCHEMAS]},
+                    # Each event (OpenAPI 3.1: ``schema`` describes one event of the stream): its
+                    # ``data`` is one line of JSON, one of the event schemas.
+                    "schema": {
+                        "type": "object",
+                        "required": ["id", "event", "data"],
+                        "properties": {
+                            "id": {"type": "string", "pattern": EVENT_ID_PATTERN},
+                            "event": {"enum": ["session_info", "status", "chunk", "complete", "error"]},
+                            "data": {
+                                "type": "string",
+                                "contentMediaType": "application/json",
+                                "contentSchema": {
+                                    "oneOf": [{"$ref": f"#/components/schemas/{n}"} for n in _EVENT_SCHEMAS]
+                                },
+                            },
+                        },
+                    },
                 }
             },
         }
@@ -79,7 +102,7 @@ class SSEOpenAPIProvider(OpenAPIProvider):
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
                 }
-                for status in (400, 404, 409, 413, 503):
+                for status in CHAT_ERRORS:
                     responses[status] = {"description": "see API.md, Errors", **error}
             else:
                 operation["parameters"] = [
@@ -88,22 +111,46 @@ class SSEOpenAPIProvider(OpenAPIProvider):
                         "name": "Last-Event-ID",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
                         "description": "resume after this event id",
                     },
                     {
                         "name": "last_event_id",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
                         "description": "the same, for clients that cannot set headers (the header wins)",
                     },
                 ]
                 responses[204] = {"description": "the stream has ended and nothing follows the given id"}
-                for status in (400, 404):
+                for status in (400, 401, 404, 429):
                     responses[status] = {"description": "see API.md, Errors", **error}
             operation["responses"] = responses
             paths.setdefault(path, {})[method] = operation
+        # POST /chat (a Quart route) takes the same body and refuses in the same ways.
+        chat = paths.get("/chat", {}).get("post", {})
+        if chat:
+            chat["requestBody"]["content"]["application/json"]["schema"] = {
+                "$ref": "#/components/schemas/ChatRequest"
+            }
+            chat["requestBody"]["required"] = True
+            for status in CHAT_ERRORS:
+                chat["responses"].setdefault(status, {"description": "see API.md, Errors", **error})
+        # The two answers that are not JSON.
+        for path, media_type, what in (
+            ("/demo", "text/html", "the demo page"),
+            ("/metrics", "text/plain", "the figures in Prometheus text format"),
+        ):
+            operation = paths.get(path, {}).get("get")
+            if operation is not None and not operation.get("responses"):
+                operation["responses"] = {
+                    200: {"description": what, "content": {media_type: {"schema": {"type": "string"}}}}
+                }
+        # What the routes check by hand (API.md, Errors), said in the schema.
+        max_chars = self._app.extensions["quart_sse"].settings.max_message_chars
+        fields = components["ChatRequest"]["properties"]
+        fields["message"].update(minLength=1, maxLength=max_chars, pattern=r"\S")
+        fields["session_id"]["anyOf"][0].update(minLength=1)
         return spec
 
 

@@ -83,7 +83,11 @@ async def test_openapi_describes_the_api_and_its_event_streams(server, http):
     assert "requestBody" in paths["/chat/stream"]["post"]
     for path, method in (("/chat/stream", "post"), ("/streams/{stream_id}/events", "get")):
         content = paths[path][method]["responses"]["200"]["content"]
-        refs = [s["$ref"].rsplit("/", 1)[1] for s in content["text/event-stream"]["schema"]["oneOf"]]
+        event = content["text/event-stream"]["schema"]  # one event: id, event, data (JSON text)
+        assert event["required"] == ["id", "event", "data"]
+        data = event["properties"]["data"]
+        assert data["contentMediaType"] == "application/json"
+        refs = [s["$ref"].rsplit("/", 1)[1] for s in data["contentSchema"]["oneOf"]]
         assert refs == ["SessionInfoEvent", "StatusEvent", "ChunkEvent", "CompleteEvent", "ErrorEvent"]
     for name in refs:
         assert name in spec["components"]["schemas"]
