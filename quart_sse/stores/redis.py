@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -44,6 +44,8 @@ from quart_sse.stores.redis_sessions import PREFIX, RedisSessions
 log = logging.getLogger("quart_sse.stores.redis")
 
 _INTERRUPTED = "the generating instance stopped before the end"
+COMMAND_CONNECTIONS = 256  # connections for commands; more requests at once wait up to 5 s for one
+READER_CONNECTIONS = 10_000  # one per reader of another instance's stream (Redis's maxclients)
 _ERR_PRE, _ERR_SUF = json.dumps(
     {"type": "error", "message": _INTERRUPTED, "code": errors.INTERRUPTED, "session_id": "@@"},
     ensure_ascii=False,
@@ -87,22 +89,31 @@ class RedisStore(RedisSessions):
 
     # Lifecycle ---------------------------------------------------------------------------
 
-    def _client(self, socket_timeout: float) -> Redis:
+    def _client(self, socket_timeout: float, max_connections: int, *, wait: bool) -> Redis:
         # One quick retry (a pooled connection gone stale after a Redis restart), no backoff:
         # a Redis that is really gone is reported at once, not after several slow attempts.
-        return Redis.from_url(
-            self.url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=2.0,
-            retry=Retry(NoBackoff(), 1),
-            health_check_interval=10,
-        )
+        # redis-py's pool holds 100 connections and then fails ("Too many connections"): a
+        # burst of requests waits for a free one instead (wait=True); readers elsewhere each
+        # hold one while they block in XREAD, so theirs is as large as the streams allowed.
+        # A max_connections in REDIS_URL's query wins over both.
+        options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": 2.0,
+            "retry": Retry(NoBackoff(), 1),
+            "health_check_interval": 10,
+            "max_connections": max_connections,
+        }
+        if wait:
+            pool: ConnectionPool = BlockingConnectionPool.from_url(self.url, timeout=5.0, **options)
+        else:
+            pool = ConnectionPool.from_url(self.url, **options)
+        return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
     async def connect(self) -> None:
         """Create the clients in the serving loop; Redis need not be up yet."""
-        self._redis = self._client(5.0)
+        self._redis = self._client(5.0, COMMAND_CONNECTIONS, wait=True)
         # Readers elsewhere block in XREAD for up to a heartbeat: a longer socket timeout.
-        self._blocking = self._client(self.heartbeat + 5.0)
+        self._blocking = self._client(self.heartbeat + 5.0, READER_CONNECTIONS, wait=False)
         self._scripts = {
             name: self._redis.register_script(getattr(lua, name))
             for name in ("BEGIN", "APPEND", "SAVE", "ADD", "LOAD", "CHECK", "RENEW")
