@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -27,16 +27,17 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from quart_sse import errors
-from quart_sse.providers.base import FinishReason, ProviderError
+from quart_sse.providers.base import ProviderError
 from quart_sse.providers.retry import (
     RETRYABLE_STATUS,
+    Attempt,
     RetryPolicy,
     auth_error,
     code_for_status,
     finish_reason,
-    gave_up,
     parse_delay,
     safe_text,
+    with_retries,
 )
 from quart_sse.stores.base import Message
 
@@ -184,53 +185,30 @@ class GeminiProvider:
 
         return open_stream
 
-    async def stream(self, history: Sequence[Message]) -> AsyncIterator[str]:
+    def stream(self, history: Sequence[Message]) -> AsyncIterator[str]:
         contents = to_contents(history)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        retry = 0
-        while True:
-            sent = False
-            try:
-                reason: str | None = None
-                blocked: str | None = None
-                async with _Pump[types.GenerateContentResponse](self._open(contents)) as responses:
-                    async for response in responses:
-                        feedback = response.prompt_feedback
-                        if feedback is not None and feedback.block_reason is not None:
-                            blocked = _name(feedback.block_reason).lower()
-                        for candidate in (response.candidates or ())[:1]:
-                            for part in (candidate.content.parts or ()) if candidate.content else ():
-                                if part.text and not part.thought:
-                                    sent = True
-                                    yield part.text
-                            if candidate.finish_reason is not None:
-                                reason = finish_reason(_name(candidate.finish_reason))
-                if blocked and not sent:
-                    raise ProviderError(
-                        errors.MODEL_ERROR,
-                        f"Gemini refused the prompt (blocked: {blocked})",
-                        finish_reason=blocked,
-                    )
-                if reason and not sent:
-                    raise ProviderError(
-                        errors.MODEL_ERROR,
-                        f"Gemini ended without any text (finish reason: {reason})",
-                        finish_reason=reason,
-                    )
-                if reason:
-                    yield FinishReason(reason)
-                return
-            except ProviderError:
-                raise
-            except Exception as exc:
-                code, detail, asked = self._failure(exc, sent)
-            retry += 1
-            wait = self._policy.pause(retry, asked, loop.time() - started)
-            if wait is None:
-                raise gave_up(code, "Gemini", detail, retry, asked)
-            log.info("Gemini said %s; retry %d in %.2f s", detail, retry, wait)
-            await self._sleep(wait)
+        return with_retries(
+            "Gemini", lambda state: self._attempt(contents, state), self._failure, self._policy, self._sleep
+        )
+
+    async def _attempt(self, contents: list[types.Content], state: Attempt) -> AsyncGenerator[str, None]:
+        """One streamed request; the pieces of text, and the finish reason into ``state``."""
+        blocked: str | None = None
+        async with _Pump[types.GenerateContentResponse](self._open(contents)) as responses:
+            async for response in responses:
+                feedback = response.prompt_feedback
+                if feedback is not None and feedback.block_reason is not None:
+                    blocked = _name(feedback.block_reason).lower()
+                for candidate in (response.candidates or ())[:1]:
+                    for part in (candidate.content.parts or ()) if candidate.content else ():
+                        if part.text and not part.thought:
+                            yield part.text
+                    if candidate.finish_reason is not None:
+                        state.reason = finish_reason(_name(candidate.finish_reason))
+        if blocked and not state.sent:
+            raise ProviderError(
+                errors.MODEL_ERROR, f"Gemini refused the prompt (blocked: {blocked})", finish_reason=blocked
+            )
 
     def _failure(self, exc: Exception, sent: bool) -> tuple[str, str, float | None]:
         """(code, detail, pause asked for) of a failure worth a retry; raises any other."""

@@ -17,22 +17,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
 
 from quart_sse import errors
-from quart_sse.providers.base import FinishReason, ProviderError
+from quart_sse.providers.base import ProviderError
 from quart_sse.providers.retry import (
     RETRYABLE_STATUS,
+    Attempt,
     RetryPolicy,
     auth_error,
     code_for_status,
     finish_reason,
-    gave_up,
     parse_delay,
     safe_text,
+    with_retries,
 )
 from quart_sse.stores.base import Message
 
@@ -125,73 +126,56 @@ class OpenAIProvider:
             self._session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0))
         return self._session
 
-    async def stream(self, history: Sequence[Message]) -> AsyncIterator[str]:
+    def stream(self, history: Sequence[Message]) -> AsyncIterator[str]:
         body: dict[str, Any] = {"messages": to_messages(history, self._system_prompt), "stream": True}
         if self._model:
             body["model"] = self._model
         headers = {"Accept": "text/event-stream"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        retry = 0
-        while True:
-            sent = False
-            try:
-                reason: str | None = None
-                async with self._http().post(self._url, json=body, headers=headers) as response:
-                    if response.status != 200:
-                        raw = await response.content.read(ERROR_BODY_LIMIT)
-                        try:
-                            parsed: Any = json.loads(raw)
-                        except ValueError:
-                            parsed = raw.decode(errors="replace") or response.reason
-                        raise UpstreamError(
-                            response.status, error_message(parsed), _asked_delay(response.headers)
-                        )
-                    data: list[str] = []
-                    async for raw_line in response.content:
-                        line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
-                        if line:
-                            if line.startswith("data:"):
-                                data.append(line[6:] if line.startswith("data: ") else line[5:])
-                            continue  # comments (": ping"), event:, id: and retry: lines
-                        if not data:
-                            continue
-                        payload, data = "\n".join(data), []
-                        if payload.strip() == "[DONE]":
-                            break
-                        event = json.loads(payload)
-                        if not isinstance(event, dict):
-                            continue
-                        if event.get("error") is not None:
-                            raise UpstreamError(_status_of(event["error"]), error_message(event))
-                        for choice in (event.get("choices") or ())[:1]:
-                            text = (choice.get("delta") or {}).get("content")
-                            if isinstance(text, str) and text:
-                                sent = True
-                                yield text
-                            if choice.get("finish_reason"):
-                                reason = finish_reason(str(choice["finish_reason"]))
-                if reason and not sent:
-                    raise ProviderError(
-                        errors.MODEL_ERROR,
-                        f"{BACKEND} ended without any text (finish reason: {reason})",
-                        finish_reason=reason,
-                    )
-                if reason:
-                    yield FinishReason(reason)
-                return
-            except ProviderError:
-                raise
-            except Exception as exc:
-                code, detail, asked = self._failure(exc, sent)
-            retry += 1
-            wait = self._policy.pause(retry, asked, loop.time() - started)
-            if wait is None:
-                raise gave_up(code, BACKEND, detail, retry, asked)
-            log.info("%s said %s; retry %d in %.2f s", BACKEND, detail, retry, wait)
-            await self._sleep(wait)
+        return with_retries(
+            BACKEND,
+            lambda state: self._attempt(body, headers, state),
+            self._failure,
+            self._policy,
+            self._sleep,
+        )
+
+    async def _attempt(
+        self, body: dict[str, Any], headers: dict[str, str], state: Attempt
+    ) -> AsyncGenerator[str, None]:
+        """One streamed request; the pieces of text, and the finish reason into ``state``."""
+        async with self._http().post(self._url, json=body, headers=headers) as response:
+            if response.status != 200:
+                raw = await response.content.read(ERROR_BODY_LIMIT)
+                try:
+                    parsed: Any = json.loads(raw)
+                except ValueError:
+                    parsed = raw.decode(errors="replace") or response.reason
+                raise UpstreamError(response.status, error_message(parsed), _asked_delay(response.headers))
+            data: list[str] = []
+            async for raw_line in response.content:
+                line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
+                if line:
+                    if line.startswith("data:"):
+                        data.append(line[6:] if line.startswith("data: ") else line[5:])
+                    continue  # comments (": ping"), event:, id: and retry: lines
+                if not data:
+                    continue
+                payload, data = "\n".join(data), []
+                if payload.strip() == "[DONE]":
+                    return
+                event = json.loads(payload)
+                if not isinstance(event, dict):
+                    continue
+                if event.get("error") is not None:
+                    raise UpstreamError(_status_of(event["error"]), error_message(event))
+                for choice in (event.get("choices") or ())[:1]:
+                    text = (choice.get("delta") or {}).get("content")
+                    if isinstance(text, str) and text:
+                        yield text
+                    if choice.get("finish_reason"):
+                        state.reason = finish_reason(str(choice["finish_reason"]))
 
     def _failure(self, exc: Exception, sent: bool) -> tuple[str, str, float | None]:
         """(code, detail, pause asked for) of a failure worth a retry; raises any other."""

@@ -10,15 +10,21 @@ continue.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import random
 import re
 import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from quart_sse import errors
 from quart_sse.config import Settings
-from quart_sse.providers.base import ProviderError
+from quart_sse.providers.base import FinishReason, ProviderError
+
+log = logging.getLogger("quart_sse.providers")
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -111,3 +117,63 @@ def gave_up(code: str, backend: str, detail: str, attempts: int, asked: float | 
     tries = f"after {attempts} attempts" if attempts > 1 else "at once"
     wait = f"; it asks to wait {asked:g} s" if asked is not None else ""
     return ProviderError(code, f"{backend} {what} ({detail}), gave up {tries}{wait}")
+
+
+class Attempt:
+    """What one request to the model has told so far: text yet, and its finish reason."""
+
+    __slots__ = ("reason", "sent")
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.reason: str | None = None
+
+
+Failure = Callable[[Exception, bool], tuple[str, str, "float | None"]]
+"""``failure(exc, sent) -> (code, detail, pause asked)`` for a failure worth a retry; raises
+any other (as a ProviderError, or the exception itself)."""
+
+
+async def with_retries(
+    backend: str,
+    attempt: Callable[[Attempt], AsyncGenerator[str, None]],
+    failure: Failure,
+    policy: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """Text pieces from ``attempt``, asking again after a pause while nothing was sent.
+
+    ``attempt(state)`` makes one request and yields its pieces, setting ``state.reason``
+    when the model says why it stopped. A stop with a reason but no text is a
+    ``model_error`` that says why; a reason after text ends the answer with a
+    :class:`FinishReason`. Closing this iterator closes the attempt (and its request).
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    retry = 0
+    while True:
+        state = Attempt()
+        try:
+            async with contextlib.aclosing(attempt(state)) as pieces:
+                async for piece in pieces:
+                    state.sent = True
+                    yield piece
+            if state.reason and not state.sent:
+                raise ProviderError(
+                    errors.MODEL_ERROR,
+                    f"{backend} ended without any text (finish reason: {state.reason})",
+                    finish_reason=state.reason,
+                )
+            if state.reason:
+                yield FinishReason(state.reason)
+            return
+        except ProviderError:
+            raise
+        except Exception as exc:
+            code, detail, asked = failure(exc, state.sent)
+        retry += 1
+        wait = policy.pause(retry, asked, loop.time() - started)
+        if wait is None:
+            raise gave_up(code, backend, detail, retry, asked)
+        log.info("%s said %s; retry %d in %.2f s", backend, detail, retry, wait)
+        await sleep(wait)

@@ -9,9 +9,7 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.support.gemini_standin import (
@@ -25,9 +23,10 @@ from tests.support.gemini_standin import (
     failure,
 )
 from tests.support.server import ROOT, ServerProcess, server_env
-from tests.support.sse_client import Stream, chat_stream, read_stream
+from tests.support.sse_client import chat_stream, get_json, read_stream, still_serving
 
 RETRIES = 2
+STANDIN_TEXT = "Hello from the stand-in."  # what the stand-in answers unless told otherwise
 
 
 @pytest.fixture(name="gemini")
@@ -57,26 +56,8 @@ def _serve(start_server: Callable[..., ServerProcess], gemini: GeminiStandIn) ->
     return serve
 
 
-async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url) as response:
-        assert response.status == 200, await response.text()
-        return await response.json()
-
-
-async def still_serving(http: aiohttp.ClientSession, server: ServerProcess) -> None:
-    """A new conversation gets a whole answer: the failure before it left nothing stuck."""
-    stream = await chat_stream(http, server.url, "are you still there?")
-    assert stream.last["type"] == "complete", stream.data
-    assert stream.text == "Hello from the stand-in."
-    assert (await get_json(http, f"{server.url}/health"))["active_streams"] == 0
-
-
 def json_error(code: int, status: str, message: str) -> str:
     return json.dumps(error_body(code, status, message))
-
-
-def session_id(stream: Stream) -> str:
-    return str(stream.data[0]["session_id"])
 
 
 async def test_answer_streams_and_the_second_turn_sends_the_history(serve, gemini, http):
@@ -87,7 +68,7 @@ async def test_answer_streams_and_the_second_turn_sends_the_history(serve, gemin
     assert [d["text"] for d in first.data if d["type"] == "chunk"] == ["Ahoy ", "there, ", "sailor."]
     assert first.last["type"] == "complete" and first.last["finish_reason"] == "stop"
 
-    second = await chat_stream(http, server.url, "and again?", session_id(first))
+    second = await chat_stream(http, server.url, "and again?", first.session_id)
     assert second.last["type"] == "complete"
     assert second.data[1]["context_messages"] == 3
     seen = gemini.requests[1]
@@ -132,7 +113,7 @@ async def test_a_model_that_keeps_refusing_ends_the_stream(serve, gemini, http, 
     assert stream.last["code"] == code
     assert f"after {RETRIES + 1} attempts" in stream.last["message"]
     assert len(gemini.requests) == RETRIES + 1
-    await still_serving(http, server)
+    await still_serving(http, server.url, STANDIN_TEXT)
 
 
 async def test_a_bad_key_is_auth_and_the_key_is_not_repeated(serve, gemini, http):
@@ -143,9 +124,9 @@ async def test_a_bad_key_is_auth_and_the_key_is_not_repeated(serve, gemini, http
     assert "GEMINI_API_KEY" in stream.last["message"]
     assert len(gemini.requests) == 1  # not retried
     assert gemini.requests[0].headers["x-goog-api-key"] == bad_key
-    again = await chat_stream(http, server.url, "hello again", session_id(stream))
+    again = await chat_stream(http, server.url, "hello again", stream.session_id)
     assert again.last["code"] == "auth"
-    session = await get_json(http, f"{server.url}/sessions/{session_id(stream)}")
+    session = await get_json(http, f"{server.url}/sessions/{stream.session_id}")
     assert bad_key.encode() not in stream.raw + again.raw
     assert bad_key not in str(session) and bad_key not in server.output()
     assert (await get_json(http, f"{server.url}/health"))["status"] == "ok"
@@ -164,14 +145,14 @@ async def test_a_failure_mid_answer_keeps_the_partial_answer(serve, gemini, http
     assert stream.last["type"] == "error" and stream.last["code"] == "model_error"
     assert stream.text == "Partial answer "
     assert len(gemini.requests) == 1  # text was sent: never retried
-    session = await get_json(http, f"{server.url}/sessions/{session_id(stream)}")
+    session = await get_json(http, f"{server.url}/sessions/{stream.session_id}")
     assert session["messages"][-1] == {
         "role": "model",
         "content": "Partial answer ",
         "timestamp": session["messages"][-1]["timestamp"],
         "interrupted": True,
     }
-    await still_serving(http, server)
+    await still_serving(http, server.url, STANDIN_TEXT)
 
 
 @pytest.mark.parametrize(
@@ -188,7 +169,7 @@ async def test_a_truncated_or_blocked_answer_tells_the_client(serve, gemini, htt
     empty = await chat_stream(http, server.url, "tell me another")
     assert empty.last["type"] == "error" and empty.last["code"] == "model_error"
     assert reason in empty.last["message"]
-    await still_serving(http, server)
+    await still_serving(http, server.url, STANDIN_TEXT)
 
 
 async def test_a_blocked_prompt_says_so(serve, gemini, http):
@@ -199,7 +180,7 @@ async def test_a_blocked_prompt_says_so(serve, gemini, http):
     stream = await chat_stream(http, server.url, "something forbidden")
     assert stream.last["type"] == "error" and stream.last["code"] == "model_error"
     assert "blocked: safety" in stream.last["message"]
-    await still_serving(http, server)
+    await still_serving(http, server.url, STANDIN_TEXT)
 
 
 async def test_cancel_closes_the_upstream_call(serve, gemini, http):
@@ -214,7 +195,7 @@ async def test_cancel_closes_the_upstream_call(serve, gemini, http):
         replay = await read_stream(response)
     assert replay.last["code"] == "cancelled"
     assert replay.text == "Thinking "
-    await still_serving(http, server)
+    await still_serving(http, server.url, STANDIN_TEXT)
 
 
 async def test_a_silent_model_is_cut_after_model_timeout(serve, gemini, http):
@@ -224,7 +205,7 @@ async def test_a_silent_model_is_cut_after_model_timeout(serve, gemini, http):
     assert stream.last["type"] == "error" and stream.last["code"] == "timeout"
     assert stream.text == "Half "
     await gemini.wait_for(disconnects=1)
-    await still_serving(http, server)
+    await still_serving(http, server.url, STANDIN_TEXT)
 
 
 async def test_an_unreachable_model_is_model_unavailable(start_server, http):

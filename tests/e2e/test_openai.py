@@ -10,15 +10,14 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 
-import aiohttp
 import pytest
 
-from tests.e2e.test_gemini import get_json, session_id
 from tests.support.openai_standin import KEY, MODEL, OpenAIStandIn, Reply, answer, chunk, error_body, failure
 from tests.support.server import ROOT, ServerProcess, server_env
-from tests.support.sse_client import chat_stream, read_stream
+from tests.support.sse_client import chat_stream, get_json, read_stream, still_serving
 
 RETRIES = 2
+STANDIN_TEXT = "Hello from the stand-in."  # what the stand-in answers unless told otherwise
 
 
 @pytest.fixture(name="openai")
@@ -48,13 +47,6 @@ def _serve(start_server: Callable[..., ServerProcess], openai: OpenAIStandIn) ->
     return serve
 
 
-async def still_serving(http: aiohttp.ClientSession, server: ServerProcess) -> None:
-    stream = await chat_stream(http, server.url, "are you still there?")
-    assert stream.last["type"] == "complete", stream.data
-    assert stream.text == "Hello from the stand-in."
-    assert (await get_json(http, f"{server.url}/health"))["active_streams"] == 0
-
-
 async def test_answer_streams_and_the_second_turn_sends_the_history(serve, openai, http):
     server = serve(SYSTEM_PROMPT="Be brief.")
     reply = answer("Hi", "", " there.")
@@ -65,7 +57,7 @@ async def test_answer_streams_and_the_second_turn_sends_the_history(serve, opena
     assert [d["text"] for d in first.data if d["type"] == "chunk"] == ["Hi", " there."]
     assert first.last["type"] == "complete" and first.last["finish_reason"] == "stop"
 
-    second = await chat_stream(http, server.url, "and again?", session_id(first))
+    second = await chat_stream(http, server.url, "and again?", first.session_id)
     assert second.last["type"] == "complete"
     seen = openai.requests[1]
     assert OpenAIStandIn.messages(seen) == [
@@ -108,7 +100,7 @@ async def test_a_server_that_keeps_refusing_ends_the_stream(serve, openai, http,
     assert [d["type"] for d in stream.data] == ["session_info", "status", "error"]
     assert stream.last["code"] == code
     assert len(openai.requests) == RETRIES + 1
-    await still_serving(http, server)
+    await still_serving(http, server.url, STANDIN_TEXT)
 
 
 async def test_a_bad_key_is_auth_and_the_key_is_not_repeated(serve, openai, http):
@@ -136,10 +128,10 @@ async def test_a_failure_mid_answer_keeps_the_partial_answer(serve, openai, http
     assert stream.last["type"] == "error" and stream.last["code"] == "model_error"
     assert stream.text == "Partial answer "
     assert len(openai.requests) == 1
-    session = await get_json(http, f"{server.url}/sessions/{session_id(stream)}")
+    session = await get_json(http, f"{server.url}/sessions/{stream.session_id}")
     last = session["messages"][-1]
     assert (last["role"], last["content"], last["interrupted"]) == ("model", "Partial answer ", True)
-    await still_serving(http, server)
+    await still_serving(http, server.url, STANDIN_TEXT)
 
 
 @pytest.mark.parametrize(("finish", "reason"), [("length", "max_tokens"), ("content_filter", "safety")])
@@ -149,7 +141,7 @@ async def test_a_truncated_or_filtered_answer_tells_the_client(serve, openai, ht
     stream = await chat_stream(http, server.url, "tell me a story")
     assert stream.last["type"] == "complete" and stream.last["finish_reason"] == reason
     assert stream.text == "Once upon a time"
-    await still_serving(http, server)
+    await still_serving(http, server.url, STANDIN_TEXT)
 
 
 async def test_cancel_closes_the_upstream_call(serve, openai, http):
@@ -162,7 +154,7 @@ async def test_cancel_closes_the_upstream_call(serve, openai, http):
     async with http.get(server.url + head.data[0]["events_url"]) as response:
         replay = await read_stream(response)
     assert replay.last["code"] == "cancelled" and replay.text == "Thinking "
-    await still_serving(http, server)
+    await still_serving(http, server.url, STANDIN_TEXT)
 
 
 async def test_a_silent_server_is_cut_after_model_timeout(serve, openai, http):
@@ -172,7 +164,7 @@ async def test_a_silent_server_is_cut_after_model_timeout(serve, openai, http):
     assert stream.last["type"] == "error" and stream.last["code"] == "timeout"
     assert stream.text == "Half "
     await openai.wait_for(disconnects=1)
-    await still_serving(http, server)
+    await still_serving(http, server.url, STANDIN_TEXT)
 
 
 @pytest.mark.parametrize(

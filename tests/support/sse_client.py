@@ -46,6 +46,10 @@ class Stream:
     def last(self) -> dict[str, Any]:
         return self.data[-1]
 
+    @property
+    def session_id(self) -> str:
+        return str(self.data[0]["session_id"])
+
 
 async def read_stream(response: aiohttp.ClientResponse, *, until: Any = None) -> Stream:
     """Read ``response`` to its end, or until ``until(data)`` is true for an event."""
@@ -66,3 +70,17 @@ async def chat_stream(
     async with http.post(f"{url}/chat/stream", json={"message": message, "session_id": session_id}) as r:
         assert r.status == 200, await r.text()
         return await read_stream(r, **kwargs)
+
+
+async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
+    async with http.get(url) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def still_serving(http: aiohttp.ClientSession, url: str, text: str) -> None:
+    """A new conversation gets a whole answer: the failure before it left nothing stuck."""
+    stream = await chat_stream(http, url, "are you still there?")
+    assert stream.last["type"] == "complete", stream.data
+    assert stream.text == text
+    assert (await get_json(http, f"{url}/health"))["active_streams"] == 0
