@@ -78,7 +78,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     # Tests only: several workers on the memory store (each with its own sessions and
     # streams), to test the process model before a shared store exists.
-    parser.add_argument("--allow-memory-workers", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -86,8 +85,8 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, int]:
     """The settings and the number of workers, checked together (one-line ConfigError)."""
     env = dict(os.environ)
     workers = args.workers
-    if args.worker is not None or args.allow_memory_workers:
-        env["WEB_CONCURRENCY"] = "1"  # checked by the parent, or not to be checked
+    if args.worker is not None:
+        env["WEB_CONCURRENCY"] = "1"  # checked by the parent
     elif workers is not None:
         env["WEB_CONCURRENCY"] = str(workers)
     try:
@@ -142,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         address = ", ".join(_address(sock.getsockname()) for sock in sockets)
         if workers > 1:
             log.info("listening on %s (pid %d); starting %d workers", address, os.getpid(), workers)
-            child_args = ["--workers", "1"] if not args.allow_memory_workers else ["--allow-memory-workers"]
+            child_args = ["--workers", "1"]
             if args.log_level:
                 child_args += ["--log-level", args.log_level]
             return Workers(workers, sockets, child_args, os.environ).run()

@@ -390,16 +390,19 @@ def children(pid: int) -> list[int]:
     return sorted(int(p) for p in path.read_text().split())
 
 
-async def test_two_workers_share_the_socket_and_stop_together_on_sigterm(spawn, http):
-    # The Redis store is not built yet (issue 7): a test-only flag lets two workers run on
-    # their own memory stores, which is enough to test the processes, the socket and the drain.
-    proc, url = await start_quart_sse(spawn, "--workers", "2", "--allow-memory-workers")
+@pytest.mark.redis
+async def test_two_workers_on_redis_share_the_socket_and_stop_together_on_sigterm(spawn, http, redis_server):
+    proc, url = await start_quart_sse(spawn, "--workers", "2", REDIS_URL=redis_server.url)
     await proc.line(r"starting 2 workers")
     pids = {int((await proc.line(rf"worker {n} ready \(pid (\d+)\)")).group(1)) for n in (1, 2)}
     assert len(pids) == 2 and set(children(proc.proc.pid)) == pids
-    for _ in range(4):
-        async with http.get(f"{url}/health") as r:
-            assert r.status == 200
+    # Sessions live in Redis: whichever worker answers sees every session.
+    async with http.post(f"{url}/sessions/new") as r:
+        session_id = (await r.json())["session_id"]
+    for _ in range(8):
+        async with aiohttp.ClientSession() as fresh:  # a new connection each time, to either worker
+            async with fresh.get(f"{url}/sessions/{session_id}") as r:
+                assert r.status == 200
     proc.proc.send_signal(signal.SIGTERM)  # to the parent only: it passes it on
     assert await proc.exit() == 0
     for n in (1, 2):
