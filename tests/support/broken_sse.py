@@ -15,6 +15,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from tests.support.local_http import start_app
+
 
 def frame(event_id: int, data: dict[str, Any]) -> bytes:
     return f"id: {event_id}\nevent: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
@@ -33,12 +35,7 @@ class BrokenSSE:
     async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_post("/chat/stream", self.chat_stream)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await start_app(app)
         return self
 
     async def __aexit__(

@@ -21,6 +21,8 @@ from typing import Any, Self
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from tests.support.local_http import start_app
+
 MODEL = "gemini-test-model"
 KEY = "test-key-5f1c2a9e"
 WAIT = 30.0  # longest wait for something the stand-in expects; a guard against hangs, not a pace
@@ -71,12 +73,7 @@ class StandIn:
         app = web.Application()
         app.router.add_post(self.route, self._handle)
         # handler_cancellation: a client that goes away cancels the handler, which counts it.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await start_app(app, handler_cancellation=True)
         return self
 
     async def __aexit__(
