@@ -30,7 +30,6 @@ T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the answer ended with an ``error`` event, or the server refused the request
-EXIT_USAGE = 2  # bad arguments (argparse)
 EXIT_UNREACHABLE = 3  # the server could not be reached, or reconnection gave up
 EXIT_INTERRUPTED = 130  # Ctrl-C
 

@@ -6,6 +6,12 @@ one and any resumed with ``Last-Event-ID``), so that a resume that repeats or sk
 shows up.  Each check that fails adds one stable problem string (the rows of Locust's failure
 table); figures (times to first event and chunk, gaps between chunks) come back from
 :meth:`Connection.feed` as they happen.
+
+The answer's text is checked against what the server saved, not against any model: once a
+stream has ended with ``complete`` and passed every other check, the network layer reads
+``GET /sessions/{id}`` (:meth:`AnswerCheck.session_to_read`), and
+:meth:`AnswerCheck.compare_saved` compares that session (:func:`parse_session`) with the
+stream.  Nothing here imports the server but its SSE wire module, ``quart_sse.sse``.
 """
 
 from __future__ import annotations
@@ -15,9 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from quart_sse.providers.simulated import reply_for
 from quart_sse.sse import Comment, Event, Retry, SSEParser
-from quart_sse.stores.base import Message
 
 NO_RETRY = "stream did not start with retry:"
 OUT_OF_ORDER = "events out of order"
@@ -32,9 +36,47 @@ RESUME_REPEAT = "resumed stream repeated an event"
 RESUME_SKIP = "resumed stream skipped an event"
 ERROR_EVENT = "stream ended with an error event"
 SILENCE = "stream silent longer than the heartbeat allows"
+SAVED_ANSWER = "answer differs from the one the session saved"
+MESSAGE_COUNT = "message_count differs from the session's messages"
 
 # Event types in the order a stream emits them; complete and error both end it.
 _RANK = {"session_info": 0, "status": 1, "chunk": 2, "complete": 3, "error": 3}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a session (API.md, ``GET /sessions/{id}``): ``role`` is ``user`` or ``model``."""
+
+    role: str
+    content: str
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class SavedSession:
+    """What the check reads of a ``GET /sessions/{id}`` answer."""
+
+    session_id: str
+    message_count: int
+    messages: tuple[Turn, ...]
+
+
+def parse_session(body: Any) -> SavedSession | None:
+    """The session of a ``GET /sessions/{id}`` JSON body; None when the body is not one."""
+    if not isinstance(body, dict):
+        return None
+    sid, count, raw = body.get("session_id"), body.get("message_count"), body.get("messages")
+    if not isinstance(sid, str) or type(count) is not int or not isinstance(raw, list):
+        return None
+    turns: list[Turn] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            return None
+        role, content = item.get("role"), item.get("content")
+        if not isinstance(role, str) or not isinstance(content, str):
+            return None
+        turns.append(Turn(role, content, item.get("interrupted") is True))
+    return SavedSession(sid, count, tuple(turns))
 
 
 @dataclass(frozen=True)
@@ -59,16 +101,17 @@ def _id_after(new: str | None, last: str | None) -> bool:
 
 @dataclass
 class AnswerCheck:
-    """Checks of one answer across its connections; ``history`` is what the model answers.
+    """Checks of one answer across its connections, and of the session the server saved.
 
-    ``history`` (the session's messages before the answer) enables the cross-talk check; it
-    applies only when ``session_info.model`` is the offline model, unless ``check_answer``
-    says otherwise (True: always, False: never, None: offline model only).
+    ``session_id`` is the session asked for (None: a new one).  ``history`` is the session's
+    messages as this client knows them, the message just sent last: when given, the saved
+    session must hold exactly those before the answer (cross-talk).  ``check_answer`` False
+    skips the saved session (:meth:`session_to_read` gives None).
     """
 
-    history: Sequence[Message] | None = None
+    history: Sequence[Turn] | None = None
     session_id: str | None = None
-    check_answer: bool | None = None
+    check_answer: bool = True
     max_silence_ms: float | None = None
     problems: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -100,22 +143,46 @@ class AnswerCheck:
         return Connection(self, start, resumed=self.connections > 1)
 
     def finish(self) -> list[str]:
-        """The end checks once no connection will follow; returns every problem found."""
+        """The end checks once no connection will follow; every problem found (the same if called again)."""
         if self.end is None:
             self.problem(NO_COMPLETE)
         elif self.end.get("type") == "complete":
             total = self.end.get("total_chunks")
             if total != self.chunks:
                 self.problem(TOTAL_CHUNKS)
-            elif self._answer_checked() and self.history is not None:
-                if "".join(self.texts) != reply_for(self.history, self.chunks):
-                    self.problem(CROSS_TALK)
         return self.problems
 
-    def _answer_checked(self) -> bool:
-        if self.check_answer is not None:
-            return self.check_answer
-        return self.info.get("model") == "simulated"
+    @property
+    def text(self) -> str:
+        """The answer as streamed: its chunks' texts, in order."""
+        return "".join(self.texts)
+
+    def session_to_read(self) -> str | None:
+        """After :meth:`finish`: the session whose saved answer to compare, or None.
+
+        Only an answer that ended with ``complete`` and passed every other check: a broken
+        stream has failed already, and one extra request per answer is all this costs.
+        """
+        if not self.check_answer or self.problems or self.end is None or self.end.get("type") != "complete":
+            return None
+        sid = self.info.get("session_id")
+        return sid if isinstance(sid, str) and sid else None
+
+    def compare_saved(self, saved: SavedSession) -> list[str]:
+        """Compare the session read after ``complete`` with the stream; returns every problem."""
+        messages = saved.messages
+        last = messages[-1] if messages else None
+        if last != Turn("model", self.text):
+            self.problem(SAVED_ANSWER)
+        count = self.end.get("message_count") if self.end is not None else None
+        if count != len(messages) or saved.message_count != len(messages):
+            self.problem(MESSAGE_COUNT)
+        before = messages[:-1] if last is not None and last.role == "model" else messages
+        if saved.session_id != self.info.get("session_id"):
+            self.problem(CROSS_TALK)
+        elif self.history is not None and list(before) != list(self.history):
+            self.problem(CROSS_TALK)  # the answer follows another conversation
+        return self.problems
 
     def event(self, ev: Event, resumed_first: bool) -> None:
         """One event; ``resumed_first`` when it is the first of a resumed connection."""

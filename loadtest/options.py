@@ -35,7 +35,12 @@ OPTIONS = (
     Option("--idle-wait", "LOADTEST_IDLE_WAIT", "10", "mean pause between an idle listener's streams, s"),
     Option("--resume-delay", "LOADTEST_RESUME_DELAY", "0.2", "longest pause before a resume, s"),
     Option("--drop-after-max", "LOADTEST_DROP_AFTER_MAX", "10", "a reconnecting user drops after chunk 1..N"),
-    Option("--check-answers", "LOADTEST_CHECK_ANSWERS", "auto", "check answers: auto (offline), on, off"),
+    Option(
+        "--check-answers",
+        "LOADTEST_CHECK_ANSWERS",
+        "auto",
+        "compare each answer with its saved session (one GET each): on, off (auto: on)",
+    ),
     Option("--max-silence", "LOADTEST_MAX_SILENCE", "45", "longest silence on a stream, s (0: off)"),
     Option("--api-key", "LOADTEST_API_KEY", "", "bearer key, for a server with API_KEYS"),
 )
@@ -78,9 +83,10 @@ def uniform(options: Any, low: str, high: str) -> float:
     return random.uniform(min(a, b), max(a, b))
 
 
-def check_answers(options: Any) -> bool | None:
+def check_answers(options: Any) -> bool:
+    """Whether to compare each answer with the session the server saved (``auto`` is ``on``)."""
     mode = get(options, "check_answers").strip().lower()
-    modes: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+    modes = {"auto": True, "on": True, "off": False}
     if mode not in modes:
         raise ValueError(f"--check-answers has value {mode!r}: not auto, on or off")
     return modes[mode]

@@ -151,10 +151,14 @@ def _record(env: Any, figure: Figure) -> None:
     fire(env, ROWS[figure.name], figure.ms, figure.size)
 
 
-def finish_answer(env: Any, check: AnswerCheck, start: float) -> list[str]:
-    """The end of one answer (every connection read): whole-stream events, failures, figures."""
+def finish_answer(env: Any, check: AnswerCheck, start: float, ended: float | None = None) -> list[str]:
+    """The end of one answer (every connection read): whole-stream events, failures, figures.
+
+    ``ended``: when its last connection ended (default now), so that the whole stream's time
+    leaves out the read of the saved session that may follow it.
+    """
     problems = check.finish()
-    ms = (time.perf_counter() - start) * 1000
+    ms = ((time.perf_counter() if ended is None else ended) - start) * 1000
     FIGURES.count["streams"] += 1
     FIGURES.count["heartbeats"] += check.pings
     FIGURES.add("heartbeats_per_stream", check.pings)

@@ -1,13 +1,16 @@
 """The Locust users: the ways people use the server, each stream read and checked for real.
 
 - :class:`ChatterUser`: a conversation of several messages in one session, thinking between
-  turns; every answer is checked against the session's history (cross-talk).
+  turns; the session the server saved must hold this conversation and no other (cross-talk).
 - :class:`BurstUser`: one message in a new session, then at once the next one.
 - :class:`ReconnectingUser`: drops the connection after a random chunk and resumes on the
   stream's ``events_url`` with ``Last-Event-ID``; then checks that a resume after the end
   answers 204.
 - :class:`IdleListener`: the browser's way (``POST /chat``, then ``GET events_url``), holding
   its stream to the end and counting ``: ping`` heartbeats; long pauses between streams.
+
+Every answer that ends with ``complete`` (and passes the stream's checks) is then compared
+with the session the server saved: one ``GET /sessions/{id}`` (``--check-answers``).
 """
 
 from __future__ import annotations
@@ -17,18 +20,19 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import gevent
 from locust import FastHttpUser, task
 
 from loadtest import options
-from loadtest.check import RESUME_SKIP, AnswerCheck
+from loadtest.check import RESUME_SKIP, AnswerCheck, Turn, parse_session
 from loadtest.stream import FIGURES, finish_answer, read_stream
-from quart_sse.stores.base import Message
 
 RESUME_ATTEMPTS = 5
 CHAT = "/chat/stream"
 EVENTS = "/streams/[id]/events"  # one row for every stream id
+SESSION = "/sessions/[id]"  # one row for every session id
 TOPICS = (
     "how do server-sent events resume",
     "why keep a heartbeat on a quiet stream",
@@ -68,7 +72,7 @@ class SSEUser(FastHttpUser):
         self,
         text: str,
         session_id: str | None,
-        history: list[Message],
+        history: list[Turn],
         *,
         stop: Callable[[AnswerCheck], bool] | None = None,
         via_get: bool = False,
@@ -76,7 +80,7 @@ class SSEUser(FastHttpUser):
         """Send ``text`` and read its answer (resuming after a drop); None when refused."""
         silence = options.number(self.opts, "max_silence")
         check = AnswerCheck(
-            history=[*history, Message("user", text, "")],
+            history=[*history, Turn("user", text)],
             session_id=session_id,
             check_answer=options.check_answers(self.opts),
             max_silence_ms=silence * 1000 if silence > 0 else None,
@@ -98,8 +102,36 @@ class SSEUser(FastHttpUser):
         while dropped and attempts < RESUME_ATTEMPTS:
             attempts += 1
             dropped = self.resume(check)
-        finish_answer(self.environment, check, start)
+        ended = time.perf_counter()
+        check.finish()
+        self.compare_saved(check)
+        finish_answer(self.environment, check, start, ended)
         return check
+
+    def compare_saved(self, check: AnswerCheck) -> None:
+        """``GET /sessions/{id}`` after a right stream, compared with it (the answer's failures).
+
+        A status other than 200, or a body that is not a session, fails on the request's row.
+        """
+        session_id = check.session_to_read()
+        if session_id is None:
+            return
+        headers = self.headers(Accept="application/json")
+        with self.client.get(
+            f"/sessions/{quote(session_id, safe='')}", name=SESSION, headers=headers, catch_response=True
+        ) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}")
+                return
+            try:
+                saved = parse_session(resp.json())
+            except ValueError:
+                saved = None
+            if saved is None:
+                resp.failure("body is not a session (API.md: GET /sessions/{id})")
+                return
+            resp.success()
+        check.compare_saved(saved)
 
     def post_chat(self, body: dict[str, Any]) -> str | None:
         """``POST /chat``: the stream's ``events_url``, or None (a failure on its row)."""
@@ -148,7 +180,7 @@ class ChatterUser(SSEUser):
 
     @task
     def conversation(self) -> None:
-        history: list[Message] = []
+        history: list[Turn] = []
         session_id: str | None = None
         turns = round(options.uniform(self.opts, "turns_min", "turns_max"))
         for turn in range(1, max(1, turns) + 1):
@@ -159,7 +191,7 @@ class ChatterUser(SSEUser):
             if check is None or check.problems:
                 return  # the session's history is no longer known: start a new one
             session_id = str(check.info.get("session_id"))
-            history += [Message("user", text, ""), Message("model", "".join(check.texts), "")]
+            history += [Turn("user", text), Turn("model", check.text)]
 
 
 class BurstUser(SSEUser):

@@ -5,19 +5,13 @@ processes on one listening socket (:mod:`quart_sse.workers`), each one this same
 with its own drain.  The listening socket is bound before the app starts, so connections
 queue from the first instant (a PaaS sees the port open at once).
 
-The drain, on the first SIGTERM or SIGINT, one log line per phase:
-
-1. stop taking messages: ``POST /chat`` and ``/chat/stream`` answer 503 ``shutting_down``
-   with ``Retry-After``; reading streams goes on;
-2. let running generations finish, for up to ``SHUTDOWN_GRACE`` seconds;
-3. end the ones still running with ``interrupted`` (their partial answers are saved) and
-   flush every final event into the store;
-4. let every open SSE response write its final event and end; end the ones whose stream
-   goes on elsewhere (Redis) cleanly, so that their clients resume with ``Last-Event-ID``;
-5. close the listener and exit.  Hypercorn's ``graceful_timeout`` only ever meets idle
-   connections, so nothing open is cut by it: the whole takes ``SHUTDOWN_GRACE`` plus at most
-   :data:`END_RESPONSES` + :data:`GRACEFUL_TIMEOUT` seconds (28 s with the default 25,
-   under a PaaS's 30 s before SIGKILL).
+On the first SIGTERM or SIGINT the engine drains (:meth:`quart_sse.engine.Engine.drain`:
+no new messages, running answers get ``SHUTDOWN_GRACE`` seconds, then end as
+``interrupted``, open streams write their final event or end for their clients to resume),
+then the listener closes and the process exits.  Hypercorn's ``graceful_timeout`` only ever
+meets idle connections, so nothing open is cut by it: the whole takes ``SHUTDOWN_GRACE`` plus
+at most ``END_RESPONSES`` + :data:`GRACEFUL_TIMEOUT` seconds (28 s with the default 25,
+under a PaaS's 30 s before SIGKILL).
 """
 
 from __future__ import annotations
@@ -40,8 +34,6 @@ from quart_sse.config import LOG_LEVELS, ConfigError, Settings
 log = logging.getLogger("quart_sse")
 
 BACKLOG = 4096
-END_RESPONSES = 2.0
-"""Seconds open SSE responses get to write their final event once every stream has one."""
 GRACEFUL_TIMEOUT = 1.0
 """Hypercorn's wait for connections after the listener closes (by then only idle ones)."""
 
@@ -76,8 +68,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     # Internal: set by the parent on each worker it starts.
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    # Tests only: several workers on the memory store (each with its own sessions and
-    # streams), to test the process model before a shared store exists.
     return parser.parse_args(argv)
 
 
@@ -116,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from quart_sse.console import banner, setup_logging
-    from quart_sse.runtime import Runtime
+    from quart_sse.engine import Engine
     from quart_sse.workers import Workers, listen
 
     level = args.log_level or settings.log_level
@@ -129,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             print(f"quart-sse: cannot listen on {binds[0]}: {exc.strerror or exc}", file=sys.stderr)
             return 1
-        rt: Runtime = app.extensions["quart_sse"]
+        rt: Engine = app.extensions["quart_sse"]
         where = (
             binds[0]
             if args.bind
@@ -185,7 +175,7 @@ def serve_app(app: Quart, settings: Settings, binds: list[str], level: str, work
             nonlocal started
             await stop.wait()
             started = time.monotonic()
-            await drain(app, settings, name)
+            await app.extensions["quart_sse"].drain(name)
 
         await serve(app, config, shutdown_trigger=shutdown_trigger)
         if stop.is_set():
@@ -197,49 +187,3 @@ def serve_app(app: Quart, settings: Settings, binds: list[str], level: str, work
         print(f"quart-sse: cannot serve on {binds[0]}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
-
-
-async def drain(app: Quart, settings: Settings, name: str = "server") -> None:
-    """The shutdown drain (see the module's docstring); returns when Hypercorn may close."""
-    from quart_sse import errors
-    from quart_sse.asgi import StreamingRoutes
-    from quart_sse.runtime import Runtime
-
-    rt: Runtime = app.extensions["quart_sse"]
-    generations = rt.generations
-    started = time.monotonic()
-    generations.accepting = False
-    running = [g.task for g in generations.running.values() if g.task is not None]
-    log.info(
-        "%s: shutdown 1/4: taking no new messages (503 shutting_down); %d generations running get up to %g s",
-        name,
-        len(running),
-        settings.shutdown_grace,
-    )
-    if running:
-        await asyncio.wait(running, timeout=settings.shutdown_grace)
-    late = len(generations.running)
-    log.info(
-        "%s: shutdown 2/4: %d generations finished, %d still running after %.1f s",
-        name,
-        sum(1 for task in running if task.done()),
-        late,
-        time.monotonic() - started,
-    )
-    await generations.cancel_all(errors.INTERRUPTED)
-    await rt.writer.flush()
-    log.info(
-        "%s: shutdown 3/4: %d generations ended as interrupted (partial answers kept), final events written",
-        name,
-        late,
-    )
-    routes = app.asgi_app
-    ended, cut = (0, 0)
-    if isinstance(routes, StreamingRoutes):
-        ended, cut = await routes.end_responses(END_RESPONSES)
-    log.info(
-        "%s: shutdown 4/4: %d open streams ended after their final event, %d closed for the client to resume",
-        name,
-        ended,
-        cut,
-    )

@@ -1,22 +1,29 @@
 """Settings read once from an environment mapping, under API.md's names, with typed casts.
 
-Every other module reads ``settings.heartbeat_interval`` and friends; nothing else looks at
-``os.environ``.  A bad value stops the server at start with one line:
-``HEARTBEAT_INTERVAL has value 'abc': not a number``.
+Each setting is named once: a field of :class:`Settings`, whose metadata holds its cast.
+Its environment variable is the field's name in upper case, unless the field lists its
+own names (first one set wins).  Every other module reads ``settings.heartbeat_interval``
+and friends; nothing else looks at ``os.environ``.  A bad value stops the server at start
+with one line: ``HEARTBEAT_INTERVAL has value 'abc': not a number``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import Field, dataclass, field, fields
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 T = TypeVar("T")
+Cast = Callable[[str, str], object]
 
 PROVIDERS = ("simulated", "gemini", "openai")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# Read by the google-genai SDK itself when GEMINI_BASE_URL is unset; listed so that callers
+# (the test servers' scrubbed environment) know it configures the server too.
+READ_BY_SDK = ("GOOGLE_GEMINI_BASE_URL",)
 
 
 class ConfigError(Exception):
@@ -55,41 +62,65 @@ def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
     return cast
 
 
+def _setting(default: Any, cast: Cast, *, env: tuple[str, ...] = (), secret: bool = False) -> Any:
+    """A field read by ``cast`` from the variable named after it, or from ``env``'s names."""
+    return field(default=default, repr=not secret, metadata={"cast": cast, "env": env})
+
+
+def _names(setting: Field[Any]) -> tuple[str, ...]:
+    return setting.metadata["env"] or (setting.name.upper(),)
+
+
+def _keys(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated bearer keys; a value with no key in it (``,``) would leave the server open."""
+    keys = _words(name, raw)
+    if not keys:
+        raise ConfigError(f"{name} is set but holds no key: give comma-separated keys, or unset it")
+    return keys
+
+
+_nonneg = _number(float, minimum=0)
+_positive_int = _number(int, minimum=1)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server can be told, with API.md's defaults."""
 
-    port: int = 8000
-    model_provider: str = "simulated"
-    genai_model_id: str = "gemini-2.0-flash"
-    gemini_api_key: str | None = field(default=None, repr=False)
-    gemini_base_url: str | None = None
-    system_prompt: str | None = None
-    model_timeout: float = 60.0
-    model_retries: int = 3
-    model_retry_delay: float = 1.0
-    openai_base_url: str | None = None
-    openai_api_key: str | None = field(default=None, repr=False)
-    openai_model: str | None = None
-    redis_url: str | None = field(default=None, repr=False)
-    heartbeat_interval: float = 15.0
-    stream_retention: float = 600.0
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
-    sse_retry_ms: int = 2000
-    max_message_chars: int = 32000
-    max_body_bytes: int = 1_048_576
-    max_streams: int = 10_000
-    sim_chunk_delay_ms: float = 40.0
-    sim_response_chunks: int = 30
-    session_ttl: float | None = None
-    shutdown_grace: float = 25.0
-    web_concurrency: int = 1
-    log_level: str = "info"
-    send_timeout: float = 30.0
-    rate_limit: int | None = None
-    max_streams_per_client: int | None = None
-    trusted_proxies: tuple[str, ...] = ()
-    cors_origins: tuple[str, ...] = ()
+    port: int = _setting(8000, _number(int, minimum=0))
+    # Unset: gemini when a key is set, else simulated (see from_env).
+    model_provider: str = _setting("simulated", _choice(PROVIDERS))
+    genai_model_id: str = _setting("gemini-2.0-flash", _text)
+    # GOOGLE_API_KEY wins over GEMINI_API_KEY, as in the google-genai SDK.
+    gemini_api_key: str | None = _setting(None, _text, env=("GOOGLE_API_KEY", "GEMINI_API_KEY"), secret=True)
+    gemini_base_url: str | None = _setting(None, _text)
+    system_prompt: str | None = _setting(None, _text)
+    model_timeout: float = _setting(60.0, _number(float, minimum=0.001))
+    model_retries: int = _setting(3, _number(int, minimum=0))
+    model_retry_delay: float = _setting(1.0, _nonneg)
+    openai_base_url: str | None = _setting(None, _text)
+    openai_api_key: str | None = _setting(None, _text, secret=True)
+    openai_model: str | None = _setting(None, _text)
+    redis_url: str | None = _setting(None, _text, secret=True)
+    heartbeat_interval: float = _setting(15.0, _number(float, minimum=0.01))
+    stream_retention: float = _setting(600.0, _nonneg)
+    api_keys: tuple[str, ...] = _setting((), _keys, secret=True)
+    sse_retry_ms: int = _setting(2000, _number(int, minimum=0))
+    max_message_chars: int = _setting(32000, _positive_int)
+    max_body_bytes: int = _setting(1_048_576, _positive_int)
+    max_streams: int = _setting(10_000, _positive_int)
+    sim_chunk_delay_ms: float = _setting(40.0, _nonneg)
+    sim_response_chunks: int = _setting(30, _positive_int)
+    session_ttl: float | None = _setting(None, _number(float, minimum=1))
+    shutdown_grace: float = _setting(25.0, _nonneg)
+    web_concurrency: int = _setting(1, _positive_int)
+    log_level: str = _setting("info", _choice(LOG_LEVELS))
+    send_timeout: float = _setting(30.0, _number(float, minimum=0.1))
+    rate_limit: int | None = _setting(None, _positive_int)
+    max_streams_per_client: int | None = _setting(None, _positive_int)
+    trusted_proxies: tuple[str, ...] = _setting((), _words)
+    cors_origins: tuple[str, ...] = _setting((), _words)
+    admin_keys: tuple[str, ...] = _setting((), _keys, secret=True)
 
     @property
     def model_name(self) -> str:
@@ -105,58 +136,23 @@ class Settings:
         return "redis" if self.redis_url else "memory"
 
     @classmethod
+    def environment_names(cls) -> tuple[str, ...]:
+        """Every environment variable that configures the server, the SDK's own included."""
+        return (*(name for setting in fields(cls) for name in _names(setting)), *READ_BY_SDK)
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the settings from ``environ`` (default: the process environment)."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-
-        def read(name: str, attr: str, cast: Callable[[str, str], object]) -> None:
-            raw = env.get(name)
-            if raw is not None and raw.strip() != "":
-                values[attr] = cast(name, raw)
-
-        nonneg = _number(float, minimum=0)
-        positive_int = _number(int, minimum=1)
-        read("PORT", "port", _number(int, minimum=0))
-        read("GENAI_MODEL_ID", "genai_model_id", _text)
-        read("GEMINI_BASE_URL", "gemini_base_url", _text)
-        read("SYSTEM_PROMPT", "system_prompt", _text)
-        read("MODEL_TIMEOUT", "model_timeout", _number(float, minimum=0.001))
-        read("MODEL_RETRIES", "model_retries", _number(int, minimum=0))
-        read("MODEL_RETRY_DELAY", "model_retry_delay", nonneg)
-        read("OPENAI_BASE_URL", "openai_base_url", _text)
-        read("OPENAI_API_KEY", "openai_api_key", _text)
-        read("OPENAI_MODEL", "openai_model", _text)
-        read("REDIS_URL", "redis_url", _text)
-        read("HEARTBEAT_INTERVAL", "heartbeat_interval", _number(float, minimum=0.01))
-        read("STREAM_RETENTION", "stream_retention", nonneg)
-        read("API_KEYS", "api_keys", _words)
-        read("SSE_RETRY_MS", "sse_retry_ms", _number(int, minimum=0))
-        read("MAX_MESSAGE_CHARS", "max_message_chars", positive_int)
-        read("MAX_BODY_BYTES", "max_body_bytes", positive_int)
-        read("MAX_STREAMS", "max_streams", positive_int)
-        read("SIM_CHUNK_DELAY_MS", "sim_chunk_delay_ms", nonneg)
-        read("SIM_RESPONSE_CHUNKS", "sim_response_chunks", positive_int)
-        read("SESSION_TTL", "session_ttl", _number(float, minimum=1))
-        read("SHUTDOWN_GRACE", "shutdown_grace", nonneg)
-        read("WEB_CONCURRENCY", "web_concurrency", positive_int)
-        read("LOG_LEVEL", "log_level", _choice(LOG_LEVELS))
-        read("SEND_TIMEOUT", "send_timeout", _number(float, minimum=0.1))
-        read("RATE_LIMIT", "rate_limit", positive_int)
-        read("MAX_STREAMS_PER_CLIENT", "max_streams_per_client", positive_int)
-        read("TRUSTED_PROXIES", "trusted_proxies", _words)
-        read("CORS_ORIGINS", "cors_origins", _words)
-
-        # GOOGLE_API_KEY wins over GEMINI_API_KEY, as in the google-genai SDK.
-        key = (env.get("GOOGLE_API_KEY") or "").strip() or (env.get("GEMINI_API_KEY") or "").strip()
-        if key:
-            values["gemini_api_key"] = key
-        provider = (env.get("MODEL_PROVIDER") or "").strip()
-        if provider:
-            values["model_provider"] = _choice(PROVIDERS)("MODEL_PROVIDER", provider)
-        else:
-            values["model_provider"] = "gemini" if key else "simulated"
-
+        for setting in fields(cls):
+            for name in _names(setting):
+                raw = env.get(name)
+                if raw is not None and raw.strip() != "":
+                    values[setting.name] = setting.metadata["cast"](name, raw)
+                    break
+        if "model_provider" not in values:
+            values["model_provider"] = "gemini" if values.get("gemini_api_key") else "simulated"
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()
         return settings

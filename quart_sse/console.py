@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from quart_sse.config import Settings
-from quart_sse.generation import Generation, Outcome
+from quart_sse.engine import Generation, Outcome
 
 # On a terminal, Rich fits its width; elsewhere (a PaaS log, a file) it would wrap and pad
 # every line at 80 columns, so boxes get room and log lines stay plain, one line each.

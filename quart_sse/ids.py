@@ -8,6 +8,7 @@ and an object (about 5 % of the CPU at 2,000 new streams a second).
 from __future__ import annotations
 
 import os
+import socket
 
 _BLOCK = 4096
 _buffer = b""
@@ -31,3 +32,7 @@ def _forget() -> None:
 
 
 os.register_at_fork(after_in_child=_forget)
+
+
+PROCESS_INSTANCE = f"{socket.gethostname()}-{os.getpid()}"
+"""This process's instance id, as /health, /stats and /metrics report it."""

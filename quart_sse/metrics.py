@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -31,7 +31,7 @@ class Stats:
     sessions_created: int = 0
     readers_open: int = 0
     readers_opened: int = 0
-    writes_direct: int = 0  # SSE body writes straight to the socket (quart_sse.direct)
+    writes_direct: int = 0  # SSE body writes straight to the socket (quart_sse.engine.transport)
     writes_asgi: int = 0  # SSE body writes through ASGI (the response head, backpressure, others)
     stalled_cut: int = 0  # stream responses cut after SEND_TIMEOUT without progress
 
@@ -45,9 +45,10 @@ class Stats:
 
 
 class _Collector(Collector):
-    def __init__(self, stats: Stats, gauges: Callable[[], dict[str, float]]) -> None:
+    def __init__(self, stats: Stats, gauges: Callable[[], dict[str, float]], info: dict[str, str]) -> None:
         self.stats = stats
         self.gauges = gauges
+        self.info = info
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -75,9 +76,14 @@ class _Collector(Collector):
         yield GaugeMetricFamily("quart_sse_stream_responses_open", "SSE responses open", value=s.readers_open)
         for name, value in self.gauges().items():
             yield GaugeMetricFamily(f"quart_sse_{name}", name.replace("_", " "), value=value)
+        # Exposed as quart_sse_instance_info (prometheus_client appends _info).
+        yield InfoMetricFamily(
+            "quart_sse_instance", "the instance that answered (label instance)", value=self.info
+        )
 
 
-def prometheus_text(stats: Stats, gauges: Callable[[], dict[str, Any]]) -> bytes:
+def prometheus_text(stats: Stats, gauges: Callable[[], dict[str, Any]], info: dict[str, str]) -> bytes:
+    """The figures in Prometheus text format; ``info`` labels ``quart_sse_instance_info``."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(stats, gauges))
+    registry.register(_Collector(stats, gauges, info))
     return generate_latest(registry)

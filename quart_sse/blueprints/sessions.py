@@ -5,11 +5,9 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import document_response
 
-from quart_sse import errors
-from quart_sse.errors import APIError
-from quart_sse.ids import new_id
-from quart_sse.runtime import runtime
-from quart_sse.schemas import (
+from quart_sse import codes
+from quart_sse.blueprints import caller, engine
+from quart_sse.blueprints.schemas import (
     ErrorBody,
     SessionCleared,
     SessionCreated,
@@ -17,19 +15,17 @@ from quart_sse.schemas import (
     SessionDetail,
     SessionList,
 )
-from quart_sse.stores.base import Session, now_iso
+from quart_sse.ids import new_id
+from quart_sse.models import Session, now_iso
 
 bp = Blueprint("sessions", __name__)
 
 
-def _not_found(session_id: str) -> APIError:
-    return APIError(404, errors.SESSION_NOT_FOUND, f"no session {session_id}")
-
-
 async def _session(session_id: str) -> Session:
-    session = await runtime().store.get_session(session_id)
-    if session is None:
-        raise _not_found(session_id)
+    """The session, if the caller may see it; else 404 as for an unknown id."""
+    session = await engine().store.get_session(session_id)
+    if session is None or not caller().sees(session.owner):
+        raise codes.SessionNotFound(session_id)
     return session
 
 
@@ -37,8 +33,8 @@ async def _session(session_id: str) -> Session:
 @document_response(SessionCreated, 201)
 async def new_session() -> tuple[dict[str, str], int]:
     """Create an empty session."""
-    rt = runtime()
-    session = await rt.store.create_session(new_id(), rt.provider.model, now_iso())
+    rt = engine()
+    session = await rt.store.create_session(new_id(), rt.provider.model, now_iso(), caller().owner)
     rt.stats.sessions_created += 1
     return {"session_id": session.session_id, "model": session.model, "created_at": session.created_at}, 201
 
@@ -46,8 +42,9 @@ async def new_session() -> tuple[dict[str, str], int]:
 @bp.get("/sessions")
 @document_response(SessionList)
 async def list_sessions() -> dict[str, object]:
-    """All sessions, oldest first."""
-    sessions = await runtime().store.list_sessions()
+    """The caller's sessions (every session for an admin key, or without keys), oldest first."""
+    who = caller()
+    sessions = await engine().store.list_sessions(None if who.admin else who.owner)
     items = [
         {
             "session_id": s.session_id,
@@ -86,11 +83,11 @@ async def get_session(session_id: str) -> dict[str, object]:
 @document_response(ErrorBody, 404)
 async def delete_session(session_id: str) -> dict[str, str]:
     """Delete a session; a generation running in it is cancelled first."""
-    rt = runtime()
+    rt = engine()
     await _session(session_id)
     await rt.generations.cancel_session(session_id)
     if not await rt.store.delete_session(session_id):
-        raise _not_found(session_id)
+        raise codes.SessionNotFound(session_id)
     return {"deleted": session_id}
 
 
@@ -99,9 +96,9 @@ async def delete_session(session_id: str) -> dict[str, str]:
 @document_response(ErrorBody, 404)
 async def clear_session(session_id: str) -> dict[str, object]:
     """Forget a session's history; a generation running in it is cancelled first."""
-    rt = runtime()
+    rt = engine()
     await _session(session_id)
     await rt.generations.cancel_session(session_id)
     if not await rt.store.clear_session(session_id):
-        raise _not_found(session_id)
+        raise codes.SessionNotFound(session_id)
     return {"session_id": session_id, "message_count": 0}

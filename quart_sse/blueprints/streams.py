@@ -1,7 +1,6 @@
 """POST /streams/{id}/cancel.
 
-``GET /streams/{id}/events`` (read, resume) is served by the streaming layer in front of
-Quart (:mod:`quart_sse.asgi`).
+``GET /streams/{id}/events`` (read, resume) is the HTTP edge's own route (:mod:`quart_sse.http.edge`).
 """
 
 from __future__ import annotations
@@ -9,10 +8,9 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import document_response
 
-from quart_sse import errors
-from quart_sse.errors import APIError
-from quart_sse.runtime import runtime
-from quart_sse.schemas import CancelResult, ErrorBody
+from quart_sse import codes
+from quart_sse.blueprints import engine
+from quart_sse.blueprints.schemas import CancelResult, ErrorBody
 
 bp = Blueprint("streams", __name__)
 
@@ -26,8 +24,8 @@ async def cancel_stream(stream_id: str) -> dict[str, object]:
     What was generated so far is kept in the session, marked ``interrupted``.
     ``cancelled`` is false when the generation had already ended.
     """
-    rt = runtime()
+    rt = engine()
     if stream_id not in rt.generations.running and await rt.store.get_stream(stream_id) is None:
-        raise APIError(404, errors.STREAM_NOT_FOUND, f"no stream {stream_id} (unknown or expired)")
+        raise codes.StreamNotFound(stream_id)
     cancelled = await rt.generations.cancel(stream_id)
     return {"stream_id": stream_id, "cancelled": cancelled}

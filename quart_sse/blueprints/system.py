@@ -9,10 +9,11 @@ from quart import Blueprint, Response, current_app, send_from_directory
 from quart_schema import document_response, hide
 
 from quart_sse import __version__
-from quart_sse.asgi import ROUTES
+from quart_sse.blueprints import engine
+from quart_sse.blueprints.schemas import ErrorBody, Health, ServerInfo, Stats
+from quart_sse.engine import Engine
+from quart_sse.http import PATHS
 from quart_sse.metrics import prometheus_text
-from quart_sse.runtime import Runtime, runtime
-from quart_sse.schemas import ErrorBody, Health, ServerInfo, Stats
 
 bp = Blueprint("system", __name__)
 
@@ -21,9 +22,9 @@ bp = Blueprint("system", __name__)
 @document_response(ServerInfo)
 async def index() -> dict[str, object]:
     """Server name, version, model, and the list of endpoints."""
-    rt = runtime()
+    rt = engine()
     endpoints = sorted(
-        {*ROUTES}
+        {*PATHS}
         | {
             f"{method} {rule.rule}"
             for rule in current_app.url_map.iter_rules()
@@ -42,7 +43,7 @@ async def index() -> dict[str, object]:
     }
 
 
-async def cluster(rt: Runtime, active_sessions: int) -> dict[str, int]:
+async def cluster(rt: Engine, active_sessions: int) -> dict[str, int]:
     """Figures across every instance on the store (Redis), or this process's own."""
     counts = await rt.store.cluster_counts()
     if counts is None:
@@ -58,7 +59,7 @@ async def health() -> dict[str, object]:
 
     503 ``store_unavailable`` with the reason while Redis cannot be reached.
     """
-    rt = runtime()
+    rt = engine()
     sessions = await rt.store.count_sessions()
     return {
         "status": "ok",
@@ -74,7 +75,7 @@ async def health() -> dict[str, object]:
     }
 
 
-def stats_body(rt: Runtime, active_sessions: int, figures: dict[str, int]) -> dict[str, object]:
+def stats_body(rt: Engine, active_sessions: int, figures: dict[str, int]) -> dict[str, object]:
     s = rt.stats
     return {
         "instance": rt.store.instance_id,
@@ -94,7 +95,7 @@ def stats_body(rt: Runtime, active_sessions: int, figures: dict[str, int]) -> di
         "model": rt.provider.model,
         "provider": rt.provider.name,
         "store": rt.store.name,
-        "engine": rt.engine_counts(),
+        "engine": rt.counts(),
         "stream_writes": {"direct": s.writes_direct, "asgi": s.writes_asgi, "stalled_cut": s.stalled_cut},
     }
 
@@ -103,7 +104,7 @@ def stats_body(rt: Runtime, active_sessions: int, figures: dict[str, int]) -> di
 @document_response(Stats)
 async def stats() -> dict[str, object]:
     """Server statistics; ``engine`` counts what the stream engine holds right now."""
-    rt = runtime()
+    rt = engine()
     sessions = await rt.store.count_sessions()
     return stats_body(rt, sessions, await cluster(rt, sessions))
 
@@ -111,25 +112,19 @@ async def stats() -> dict[str, object]:
 @bp.get("/metrics")
 async def metrics() -> Response:
     """The same figures in Prometheus text format."""
-    rt = runtime()
+    rt = engine()
     sessions = await rt.store.count_sessions()
     figures = await cluster(rt, sessions)
 
     def gauges() -> dict[str, float]:
         return {
             "sessions_active": sessions,
-            **rt.engine_counts(),
+            **rt.counts(),
             "cluster_instances": figures["instances"],
             "cluster_streams_active": figures["active_streams"],
         }
 
-    instance = rt.store.instance_id.replace("\\", "\\\\").replace('"', '\\"')
-    info = (
-        "# HELP quart_sse_instance_info the instance that answered (label instance)\n"
-        "# TYPE quart_sse_instance_info gauge\n"
-        f'quart_sse_instance_info{{instance="{instance}",store="{rt.store.name}"}} 1.0\n'
-    ).encode()
-    body = prometheus_text(rt.stats, gauges) + info
+    body = prometheus_text(rt.stats, gauges, {"instance": rt.store.instance_id, "store": rt.store.name})
     return Response(body, 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
 

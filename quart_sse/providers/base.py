@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from quart_sse.stores.base import Message
+from quart_sse.models import Message
 
 
 class LastPiece(str):

@@ -26,7 +26,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from quart_sse import errors
+from quart_sse import codes
+from quart_sse.models import Message
 from quart_sse.providers.base import ProviderError
 from quart_sse.providers.retry import (
     RETRYABLE_STATUS,
@@ -39,7 +40,6 @@ from quart_sse.providers.retry import (
     safe_text,
     with_retries,
 )
-from quart_sse.stores.base import Message
 
 log = logging.getLogger("quart_sse.providers.gemini")
 
@@ -207,7 +207,7 @@ class GeminiProvider:
                         state.reason = finish_reason(_name(candidate.finish_reason))
         if blocked and not state.sent:
             raise ProviderError(
-                errors.MODEL_ERROR, f"Gemini refused the prompt (blocked: {blocked})", finish_reason=blocked
+                codes.MODEL_ERROR, f"Gemini refused the prompt (blocked: {blocked})", finish_reason=blocked
             )
 
     def _failure(self, exc: Exception, sent: bool) -> tuple[str, str, float | None]:
@@ -220,7 +220,7 @@ class GeminiProvider:
             message = safe_text(exc.message, self._key)
             if sent:
                 raise ProviderError(
-                    errors.MODEL_ERROR, f"Gemini failed mid-answer ({detail}: {message})"
+                    codes.MODEL_ERROR, f"Gemini failed mid-answer ({detail}: {message})"
                 ) from None
             if status not in RETRYABLE_STATUS:
                 raise ProviderError(
@@ -231,8 +231,8 @@ class GeminiProvider:
             raise exc
         detail = safe_text(f"{type(exc).__name__}: {exc}", self._key)
         if sent:
-            raise ProviderError(errors.MODEL_ERROR, f"Gemini's answer broke off ({detail})") from None
-        return errors.MODEL_UNAVAILABLE, detail, None
+            raise ProviderError(codes.MODEL_ERROR, f"Gemini's answer broke off ({detail})") from None
+        return codes.MODEL_UNAVAILABLE, detail, None
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()

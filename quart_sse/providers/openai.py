@@ -5,11 +5,13 @@ whole conversation as ``messages`` (``user`` / ``assistant``, ``SYSTEM_PROMPT`` 
 ``system``), ``OPENAI_MODEL`` as ``model``, ``Authorization: Bearer`` only when
 ``OPENAI_API_KEY`` is set.  The answer is Server-Sent Events: ``data: {json}`` with text in
 ``choices[0].delta.content``, ``finish_reason`` on the last one, ``data: [DONE]`` at the end;
-comment lines, events without choices and role-only deltas are skipped.
+comment lines, events without choices and role-only deltas are skipped.  The bytes go through
+the project's one parser, :class:`quart_sse.sse.SSEParser`, whatever their line length.
 
 Failures map to API.md's codes as for Gemini (see :mod:`quart_sse.providers.retry`),
-including ``{"error": ...}`` events sent on an HTTP 200.  aiohttp's default 300 s limit on
-the whole answer is off: the stream engine cuts a silent model after ``MODEL_TIMEOUT``.
+including ``{"error": ...}`` events and llama.cpp's ``error: {...}`` lines sent on an HTTP
+200.  aiohttp's default 300 s limit on the whole answer is off: the stream engine cuts a
+silent model after ``MODEL_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any
 
 import aiohttp
 
-from quart_sse import errors
+from quart_sse import codes
+from quart_sse.models import Message
 from quart_sse.providers.base import ProviderError
 from quart_sse.providers.retry import (
     RETRYABLE_STATUS,
@@ -35,7 +38,7 @@ from quart_sse.providers.retry import (
     safe_text,
     with_retries,
 )
-from quart_sse.stores.base import Message
+from quart_sse.sse import Event, Item, SSEParser
 
 log = logging.getLogger("quart_sse.providers.openai")
 
@@ -51,6 +54,20 @@ class UpstreamError(Exception):
         self.status = status
         self.message = message
         self.asked = asked
+
+
+class _Parser(SSEParser):
+    """The project's parser, plus llama.cpp's ``error: {json}`` line, as an ``error`` event.
+
+    llama.cpp's server reports a failure mid-answer in an ``error`` field, which the HTML
+    standard (and so :class:`SSEParser`) ignores; it sends the field alone, then a blank line.
+    """
+
+    def _line(self, line: str) -> Item | None:
+        name, sep, value = line.partition(":")
+        if name == "error" and sep:
+            return Event(None, "error", value[1:] if value.startswith(" ") else value)
+        return super()._line(line)
 
 
 def to_messages(history: Sequence[Message], system_prompt: str | None) -> list[dict[str, str]]:
@@ -153,29 +170,24 @@ class OpenAIProvider:
                 except ValueError:
                     parsed = raw.decode(errors="replace") or response.reason
                 raise UpstreamError(response.status, error_message(parsed), _asked_delay(response.headers))
-            data: list[str] = []
-            async for raw_line in response.content:
-                line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
-                if line:
-                    if line.startswith("data:"):
-                        data.append(line[6:] if line.startswith("data: ") else line[5:])
-                    continue  # comments (": ping"), event:, id: and retry: lines
-                if not data:
-                    continue
-                payload, data = "\n".join(data), []
-                if payload.strip() == "[DONE]":
-                    return
-                event = json.loads(payload)
-                if not isinstance(event, dict):
-                    continue
-                if event.get("error") is not None:
-                    raise UpstreamError(_status_of(event["error"]), error_message(event))
-                for choice in (event.get("choices") or ())[:1]:
-                    text = (choice.get("delta") or {}).get("content")
-                    if isinstance(text, str) and text:
-                        yield text
-                    if choice.get("finish_reason"):
-                        state.reason = finish_reason(str(choice["finish_reason"]))
+            parser = _Parser()
+            async for raw in response.content.iter_any():  # no line-length limit, unlike readline
+                for item in parser.feed(raw):
+                    if not isinstance(item, Event):
+                        continue  # comments (": ping") and retry: fields
+                    if item.data.strip() == "[DONE]":
+                        return
+                    event = json.loads(item.data)
+                    if not isinstance(event, dict):
+                        continue
+                    if item.event == "error" or event.get("error") is not None:
+                        raise UpstreamError(_status_of(event.get("error", event)), error_message(event))
+                    for choice in (event.get("choices") or ())[:1]:
+                        text = (choice.get("delta") or {}).get("content")
+                        if isinstance(text, str) and text:
+                            yield text
+                        if choice.get("finish_reason"):
+                            state.reason = finish_reason(str(choice["finish_reason"]))
 
     def _failure(self, exc: Exception, sent: bool) -> tuple[str, str, float | None]:
         """(code, detail, pause asked for) of a failure worth a retry; raises any other."""
@@ -184,20 +196,20 @@ class OpenAIProvider:
                 raise auth_error(BACKEND, "OPENAI_API_KEY") from None
             detail = safe_text(f"{exc.status or 'error'}: {exc.message}", self._key)
             if sent:
-                raise ProviderError(errors.MODEL_ERROR, f"{BACKEND} failed mid-answer ({detail})") from None
+                raise ProviderError(codes.MODEL_ERROR, f"{BACKEND} failed mid-answer ({detail})") from None
             if exc.status not in RETRYABLE_STATUS:
                 raise ProviderError(
                     code_for_status(exc.status), f"{BACKEND} refused the request ({detail})"
                 ) from None
             return code_for_status(exc.status), detail, exc.asked
         if isinstance(exc, ValueError | UnicodeError) and not isinstance(exc, aiohttp.ClientError):
-            raise ProviderError(errors.MODEL_ERROR, f"{BACKEND} sent something that is not JSON") from None
+            raise ProviderError(codes.MODEL_ERROR, f"{BACKEND} sent something that is not JSON") from None
         if not isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
             raise exc
         detail = safe_text(f"{type(exc).__name__}: {exc}", self._key)
         if sent:
-            raise ProviderError(errors.MODEL_ERROR, f"{BACKEND}'s answer broke off ({detail})") from None
-        return errors.MODEL_UNAVAILABLE, detail, None
+            raise ProviderError(codes.MODEL_ERROR, f"{BACKEND}'s answer broke off ({detail})") from None
+        return codes.MODEL_UNAVAILABLE, detail, None
 
     async def aclose(self) -> None:
         if self._session is not None:

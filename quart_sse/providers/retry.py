@@ -6,6 +6,16 @@ gives one, else an exponential backoff with jitter; ``MODEL_RETRIES`` times at m
 never so long that the stream's silence timeout (``MODEL_TIMEOUT``) would fire first.  After
 the first piece nothing is retried: the client has seen text that a new answer would not
 continue.
+
+Why not tenacity or backoff: what is retried is an async generator whose pieces reach the
+client as they come, and only until the first one.  backoff's decorators wrap functions and
+coroutines, not async generators.  tenacity (installed already: google-genai uses it) can
+retry a block inside one, but the pauses stay ours (the pause asked for, its cap, the
+``MODEL_TIMEOUT`` budget: :meth:`RetryPolicy.pause`), so to replace a loop of about thirty
+lines it would need a custom wait and stop, an exception carrying the asked pause, and its
+``RetryError`` turned back into a :class:`ProviderError`; and its attempt block swallows
+every exception, ``GeneratorExit`` and ``CancelledError`` included, then raises it again
+from its own state, in a generator the engine closes and cancels.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from quart_sse import errors
+from quart_sse import codes
 from quart_sse.config import Settings
 from quart_sse.providers.base import FinishReason, ProviderError
 
@@ -60,12 +70,12 @@ def parse_delay(value: object) -> float | None:
 def code_for_status(status: int) -> str:
     """API.md's ``error`` code for an HTTP status from the model."""
     if status == 429:
-        return errors.RATE_LIMITED
+        return codes.RATE_LIMITED
     if status in (401, 403):
-        return errors.AUTH
+        return codes.AUTH
     if status >= 500 or status == 408:
-        return errors.MODEL_UNAVAILABLE
-    return errors.MODEL_ERROR
+        return codes.MODEL_UNAVAILABLE
+    return codes.MODEL_ERROR
 
 
 def safe_text(text: object, *secrets: str | None, limit: int = 200) -> str:
@@ -78,7 +88,7 @@ def safe_text(text: object, *secrets: str | None, limit: int = 200) -> str:
 
 
 def auth_error(backend: str, variable: str) -> ProviderError:
-    return ProviderError(errors.AUTH, f"{backend} refused the API key: check {variable}")
+    return ProviderError(codes.AUTH, f"{backend} refused the API key: check {variable}")
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,7 @@ class RetryPolicy:
 
 def gave_up(code: str, backend: str, detail: str, attempts: int, asked: float | None) -> ProviderError:
     """The error after the last attempt, saying how many were made and what the model asked."""
-    what = {errors.RATE_LIMITED: "is rate limiting us", errors.MODEL_UNAVAILABLE: "is unavailable"}.get(
+    what = {codes.RATE_LIMITED: "is rate limiting us", codes.MODEL_UNAVAILABLE: "is unavailable"}.get(
         code, "failed"
     )
     tries = f"after {attempts} attempts" if attempts > 1 else "at once"
@@ -160,7 +170,7 @@ async def with_retries(
                     yield piece
             if state.reason and not state.sent:
                 raise ProviderError(
-                    errors.MODEL_ERROR,
+                    codes.MODEL_ERROR,
                     f"{backend} ended without any text (finish reason: {state.reason})",
                     finish_reason=state.reason,
                 )

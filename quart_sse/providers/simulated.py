@@ -15,8 +15,8 @@ import random
 import zlib
 from collections.abc import AsyncIterator, Sequence
 
+from quart_sse.models import Message
 from quart_sse.providers.base import LastPiece
-from quart_sse.stores.base import Message
 
 _OPENINGS = (
     "Good question.",

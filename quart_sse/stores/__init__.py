@@ -5,9 +5,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from quart_sse.config import ConfigError, Settings
-from quart_sse.stores.base import Append, Message, ReadResult, Session, Store, StreamInfo
+from quart_sse.stores.base import Append, Store, Tail
 
-__all__ = ["Append", "Message", "ReadResult", "Session", "Store", "StreamInfo", "create_store"]
+__all__ = ["Append", "Store", "Tail", "create_store"]
 
 
 def create_store(settings: Settings) -> Store:

@@ -4,11 +4,12 @@ Each stream's log is a Redis Stream whose entry ``0-k`` is event ``k``.  The ins
 runs a generation holds a lease on it (renewed by one task per process); every write of
 the owner is checked against the lease inside a Lua script (:mod:`redis_lua`), and a
 reader anywhere that finds the lease lapsed closes the stream as ``interrupted`` in one
-atomic step.  Readers on the owning instance are woken by the log writer's own appends
-(no Redis read per batch); readers elsewhere wait in ``XREAD BLOCK``.
+atomic step (an entry ``c`` in the log, no frame: its readers write the final event).
+Readers on the owning instance are served by that instance's hub (no Redis read per
+batch); readers elsewhere wait here, in ``XREAD BLOCK`` (:meth:`RedisStore.wait`).
 
-Redis errors become :class:`StoreUnavailable` (503 ``store_unavailable``); the client
-reconnects by itself, once and at once, on the next command.
+Redis errors become :class:`~quart_sse.codes.StoreUnavailable`; the client reconnects by
+itself, once and at once, on the next command.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
@@ -26,34 +27,27 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from quart_sse import errors
-from quart_sse.errors import StoreUnavailable
-from quart_sse.sse import encode_event
+from quart_sse import codes
+from quart_sse.codes import StoreUnavailable
+from quart_sse.ids import PROCESS_INSTANCE
+from quart_sse.models import Message, StreamInfo, now_iso
 from quart_sse.stores import redis_lua as lua
-from quart_sse.stores.base import (
-    PROCESS_INSTANCE,
-    Append,
-    Message,
-    ReadResult,
-    StreamInfo,
-    now_iso,
-)
-from quart_sse.stores.redis_local import LocalLogs
+from quart_sse.stores.base import Append, Tail
 from quart_sse.stores.redis_sessions import PREFIX, RedisSessions
 
 log = logging.getLogger("quart_sse.stores.redis")
 
-_INTERRUPTED = "the generating instance stopped before the end"
 COMMAND_CONNECTIONS = 256  # connections for commands; more requests at once wait up to 5 s for one
 READER_CONNECTIONS = 10_000  # one per reader of another instance's stream (Redis's maxclients)
-_ERR_PRE, _ERR_SUF = json.dumps(
-    {"type": "error", "message": _INTERRUPTED, "code": errors.INTERRUPTED, "session_id": "@@"},
-    ensure_ascii=False,
-).split("@@")
 
 
-def _message(raw: bytes) -> Message:
-    return Message(**json.loads(raw))
+def _tail(entries: Sequence[tuple[bytes, dict[bytes, bytes]]], finished: bool) -> Tail:
+    """Frames of log entries; an entry ``c`` is the close mark of a stream whose owner went."""
+    frames = [fields[b"f"] for _, fields in entries if b"f" in fields]
+    closed = entries[-1][1].get(b"c") if entries else None
+    if closed is not None:
+        return Tail(frames, True, closed.decode())
+    return Tail(frames, finished or (bool(entries) and b"e" in entries[-1][1]))
 
 
 def _dump(message: Message) -> str:
@@ -81,11 +75,10 @@ class RedisStore(RedisSessions):
         # A lapsed lease is seen by readers within lease + one heartbeat: three heartbeats.
         self.lease = 2 * heartbeat
         self.heartbeat = heartbeat
-        self.local = LocalLogs()
+        self._owned: set[str] = set()  # the streams generated here (their leases are renewed)
         self._redis: Redis | None = None
         self._blocking: Redis | None = None
         self._renewer: asyncio.Task[None] | None = None
-        self._session_of: dict[str, str] = {}
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -116,7 +109,7 @@ class RedisStore(RedisSessions):
         self._blocking = self._client(self.heartbeat + 5.0, READER_CONNECTIONS, wait=False)
         self._scripts = {
             name: self._redis.register_script(getattr(lua, name))
-            for name in ("BEGIN", "APPEND", "SAVE", "ADD", "LOAD", "CHECK", "RENEW")
+            for name in ("BEGIN", "APPEND", "SAVE", "LOAD", "CHECK", "RENEW")
         }
         self._renewer = asyncio.create_task(self._renew_forever(), name="redis-lease-renewer")
 
@@ -124,7 +117,6 @@ class RedisStore(RedisSessions):
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
-        self.local.wake_all()
         for client in (self._redis, self._blocking):
             if client is not None:
                 await client.aclose()
@@ -150,30 +142,19 @@ class RedisStore(RedisSessions):
             int(time.time() * 1000),
             int((self.session_ttl or 0) * 1000),
             int(self.retention * 1000),
-            _ERR_PRE,
-            _ERR_SUF,
         )
         with self._guard():
             return await self._scripts[name](args=(*head, *args))
 
-    async def ping(self) -> None:
-        with self._guard():
-            await self.redis.ping()
-
-    async def add_message(self, session_id: str, message: Message) -> int | None:
-        count = await self._run("ADD", session_id, _dump(message), now=message.timestamp)
-        return int(count) if count >= 0 else None
-
-    async def begin_generation(self, session_id: str, stream_id: str, message: Message) -> str | None:
+    async def begin_generation(self, session_id: str, stream_id: str, message: Message) -> None:
         running = await self._run(
             "BEGIN", session_id, stream_id, int(self.lease * 1000), _dump(message), now=message.timestamp
         )
         if running == -1:
-            raise errors.APIError(404, errors.SESSION_NOT_FOUND, f"no session {session_id}")
+            raise codes.SessionNotFound(session_id)
         if running is not None:
-            return bytes(running).decode()
-        self.local.open(stream_id, session_id)
-        return None
+            raise codes.GenerationRunning(session_id, bytes(running).decode())
+        self._owned.add(stream_id)
 
     async def save_answer(self, session_id: str, stream_id: str, message: Message | None) -> int | None:
         count = await self._run(
@@ -190,9 +171,7 @@ class RedisStore(RedisSessions):
     async def _renew_forever(self) -> None:
         while True:
             try:
-                lost = await self._run("RENEW", int(self.lease * 1000), *self.local.owned())
-                for raw in lost:
-                    self.local.drop(raw.decode())
+                await self._run("RENEW", int(self.lease * 1000), *self._owned)
             except StoreUnavailable as exc:
                 log.warning("lease renewal failed: %s", exc)
             await asyncio.sleep(self.lease / 3)
@@ -211,62 +190,44 @@ class RedisStore(RedisSessions):
 
     async def get_stream(self, stream_id: str) -> StreamInfo | None:
         with self._guard():
-            session, finished, last = await self.redis.hmget(
-                f"{PREFIX}st:{stream_id}", "session", "finished", "last"
+            session, finished, last, closed, uid = await self.redis.hmget(
+                f"{PREFIX}st:{stream_id}", "session", "finished", "last", "closed", "uid"
             )
         if session is None:
             return None
-        self._remember(stream_id, session.decode())
-        return StreamInfo(stream_id, session.decode(), finished == b"1", int(last))
-
-    def _remember(self, stream_id: str, session_id: str) -> None:
-        if len(self._session_of) > 10_000:
-            self._session_of.clear()
-        self._session_of[stream_id] = session_id
+        code = closed.decode() if closed else None
+        last_id = int(last) + (code is not None)
+        owner = uid.decode() if uid else None
+        return StreamInfo(stream_id, session.decode(), finished == b"1", last_id, code, owner)
 
     async def append(self, batch: Sequence[Append]) -> dict[str, str] | None:
         """One script call for the whole flush; the streams that can take no more frames."""
         args: list[Any] = []
         for item in batch:
             if item.frames:
-                args += [item.stream_id, "1" if item.finished else "0", len(item.frames), *item.frames]
+                args += [
+                    item.stream_id,
+                    "1" if item.finished else "0",
+                    len(item.frames),
+                    item.first,
+                    item.text,
+                ]
+                args += item.frames
         if not args:
             return None
         try:
             lost = await self._run("APPEND", *args)
         except StoreUnavailable as exc:
             log.warning("%s: ending %d generations", exc, len(batch))
-            for item in batch:
-                self.local.drop(item.stream_id)
-            return {item.stream_id: errors.STORE_UNAVAILABLE for item in batch}
+            self._owned.difference_update(item.stream_id for item in batch)
+            return {item.stream_id: codes.STORE_UNAVAILABLE for item in batch}
         refused = {raw.decode() for raw in lost}
         for item in batch:
-            if item.stream_id in refused:
-                self.local.drop(item.stream_id)
-            else:
-                self.local.appended(item)
-        return dict.fromkeys(refused, errors.INTERRUPTED) or None
+            if item.finished or item.stream_id in refused:
+                self._owned.discard(item.stream_id)
+        return dict.fromkeys(refused, codes.INTERRUPTED) or None
 
-    async def read(
-        self, stream_id: str, after: int, block: float, push: Callable[[bytes, int], bool] | None = None
-    ) -> ReadResult | None:
-        """As the protocol says; ``push`` is not used (readers are woken, then read)."""
-        try:
-            local = await self.local.read(stream_id, after, block)
-            if local is not None:
-                return local
-            return await self._read_redis(stream_id, after, block)
-        except StoreUnavailable as exc:
-            # The reader's stream ends with an error event of its own (not in the log).
-            final = {
-                "type": "error",
-                "message": str(exc),
-                "code": errors.STORE_UNAVAILABLE,
-                "session_id": self._session_of.get(stream_id) or self.local.session_of(stream_id),
-            }
-            return [encode_event(after + 1, final)], True
-
-    async def _range(self, stream_id: str, after: int) -> ReadResult | None:
+    async def read(self, stream_id: str, after: int) -> Tail | None:
         with self._guard():
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.xrange(f"{PREFIX}log:{stream_id}", f"0-{after + 1}", "+")
@@ -274,24 +235,20 @@ class RedisStore(RedisSessions):
                 entries, (session, finished) = await pipe.execute()
         if session is None:
             return None
-        self._remember(stream_id, session.decode())
-        return [fields[b"f"] for _, fields in entries], finished == b"1"
+        return _tail(entries, finished == b"1")
 
-    async def _read_redis(self, stream_id: str, after: int, block: float) -> ReadResult | None:
-        if block <= 0:
-            return await self._range(stream_id, after)
+    async def wait(self, stream_id: str, after: int, block: float) -> Tail | None:
         assert self._blocking is not None
         with self._guard():
             found: Any = await self._blocking.xread(
                 {f"{PREFIX}log:{stream_id}": f"0-{after}"}, block=max(1, int(block * 1000))
             )
         if found:
-            entries = found[0][1]
-            return [fields[b"f"] for _, fields in entries], b"e" in entries[-1][1]
+            return _tail(found[0][1], False)
         # Quiet for a whole wait: is the owner still there?  (Closes the stream if not.)
         if await self._run("CHECK", stream_id) == 0:
             return None
-        return await self._range(stream_id, after)
+        return await self.read(stream_id, after)
 
     def debug_counts(self) -> dict[str, int]:
-        return self.local.counts()
+        return {"owned_streams": len(self._owned)}

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from quart_sse.stores.base import Message, Session, now_iso
+from quart_sse.models import Message, Session, now_iso
 
 PREFIX = "qs:"
 
@@ -37,20 +37,33 @@ class RedisSessions:
     def _deadline(self) -> float:
         return time.time() * 1000 + self.session_ttl * 1000 if self.session_ttl else float("inf")
 
-    async def create_session(self, session_id: str, model: str, now: str) -> Session:
+    @staticmethod
+    def _index(owner: str | None) -> str:
+        """The sorted set of all sessions, or of one owner's."""
+        return f"{PREFIX}so:{owner}" if owner is not None else f"{PREFIX}sessions"
+
+    async def create_session(
+        self, session_id: str, model: str, now: str, owner: str | None = None
+    ) -> Session:
         key = f"{PREFIX}s:{session_id}"
+        fields = {"model": model, "created_at": now, "last_activity": now}
+        if owner is not None:
+            fields["owner"] = owner
         with self._guard():
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, mapping={"model": model, "created_at": now, "last_activity": now})
+                pipe.hset(key, mapping=fields)
                 pipe.zadd(f"{PREFIX}sessions", {session_id: self._deadline()})
+                if owner is not None:
+                    pipe.zadd(self._index(owner), {session_id: self._deadline()})
                 if self.session_ttl:
                     pipe.pexpire(key, int(self.session_ttl * 1000))
                 await pipe.execute()
-        return Session(session_id, model, now, now)
+        return Session(session_id, model, now, now, owner=owner)
 
     @staticmethod
     def _session(session_id: str, fields: Mapping[bytes, bytes], messages: Sequence[bytes]) -> Session:
         generating = fields.get(b"generating")
+        owner = fields.get(b"owner")
         return Session(
             session_id,
             fields[b"model"].decode(),
@@ -58,6 +71,7 @@ class RedisSessions:
             fields[b"last_activity"].decode(),
             [Message(**json.loads(raw)) for raw in messages],
             generating.decode() if generating else None,
+            owner.decode() if owner else None,
         )
 
     async def get_session(self, session_id: str) -> Session | None:
@@ -67,9 +81,9 @@ class RedisSessions:
         flat, messages = found
         return self._session(session_id, dict(zip(flat[::2], flat[1::2], strict=True)), messages)
 
-    async def list_sessions(self) -> list[Session]:
+    async def list_sessions(self, owner: str | None = None) -> list[Session]:
         with self._guard():
-            ids = await self.redis.zrangebyscore(f"{PREFIX}sessions", time.time() * 1000, "+inf")
+            ids = await self.redis.zrangebyscore(self._index(owner), time.time() * 1000, "+inf")
             async with self.redis.pipeline(transaction=False) as pipe:
                 for raw in ids:
                     pipe.hgetall(f"{PREFIX}s:{raw.decode()}")
@@ -82,8 +96,8 @@ class RedisSessions:
         ]
         return sorted(sessions, key=lambda s: s.created_at)
 
-    async def count_sessions(self) -> int:
-        key = f"{PREFIX}sessions"
+    async def count_sessions(self, owner: str | None = None) -> int:
+        key = self._index(owner)
         now = time.time() * 1000
         with self._guard():
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -94,10 +108,13 @@ class RedisSessions:
 
     async def delete_session(self, session_id: str) -> bool:
         with self._guard():
+            owner = await self.redis.hget(f"{PREFIX}s:{session_id}", "owner")
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.delete(f"{PREFIX}s:{session_id}", f"{PREFIX}m:{session_id}")
                 pipe.zrem(f"{PREFIX}sessions", session_id)
-                deleted, _ = await pipe.execute()
+                if owner is not None:
+                    pipe.zrem(self._index(owner.decode()), session_id)
+                deleted, *_ = await pipe.execute()
         return bool(deleted)
 
     async def clear_session(self, session_id: str) -> bool:

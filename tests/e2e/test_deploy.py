@@ -26,9 +26,8 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from quart_sse.app import create_app
-from quart_sse.cli import drain
 from quart_sse.config import Settings
-from quart_sse.stores.base import Message
+from quart_sse.models import Message
 from tests.support.server import ROOT, listening_socket, server_env
 from tests.support.sse_client import read_stream
 
@@ -322,7 +321,7 @@ async def test_the_drain_keeps_the_partial_answer_and_ends_every_reader(http):
 
     async def trigger() -> None:
         await stop.wait()
-        await drain(app, settings)
+        await rt.drain()
 
     server = asyncio.create_task(serve(app, config, shutdown_trigger=trigger))
     try:

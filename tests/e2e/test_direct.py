@@ -1,4 +1,4 @@
-"""The direct write path (quart_sse.direct): taken under Hypercorn, and left for ASGI when
+"""The direct write path (quart_sse.engine.transport): taken under Hypercorn, and left for ASGI when
 the reader falls behind, with the stream intact either way."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 import json
 import socket
 
-from quart_sse.direct import direct_writer
+from quart_sse.engine.transport import ASGITransport, open_transport
 from quart_sse.sse import Event, SSEParser
 
 
@@ -20,8 +20,13 @@ def test_no_direct_writer_outside_hypercorn():
     async def send(message):
         return None
 
-    assert direct_writer(send) is None
-    assert direct_writer(print) is None
+    assert type(open_transport(send)) is ASGITransport
+
+    class Other:
+        async def send(self, message):
+            return None
+
+    assert type(open_transport(Other().send)) is ASGITransport  # a bound method of another class
 
 
 async def test_the_installed_hypercorn_takes_the_direct_path(start_server, http):

@@ -180,7 +180,10 @@ async def test_api_keys_guard_everything_but_health_and_docs(start_server, http)
     url = server.url + accepted["events_url"]
     async with http.get(url) as r:
         assert r.status == 401
-    async with http.get(url, params={"access_token": "k-one"}) as r:  # as an EventSource would
+    async with http.get(url, params={"access_token": "k-one"}) as r:  # not the owner's key
+        assert r.status == 404
+        assert_error(await r.json(), "stream_not_found")
+    async with http.get(url, params={"access_token": "k-two"}) as r:  # as an EventSource would
         assert r.status == 200
         assert (await read_stream(r)).last["type"] == "complete"
     async with http.get(f"{server.url}/sessions", params={"access_token": "k-one"}) as r:

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
 
 import pytest
+from aiohttp import web
 
-from tests.support.broken_sse import BrokenSSE
+from tests.support.broken_sse import BrokenSSE, frame
+from tests.support.local_http import start_app
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
@@ -131,6 +137,8 @@ async def test_every_user_against_the_real_server_has_no_failure(start_server, t
     stats = run.stats()
     assert {name for kind, name in stats if kind == "SSE"} == SSE_ROWS
     assert all(int(row["Failure Count"]) == 0 for row in stats.values())
+    # Each answer was compared with the session the server saved (one GET each).
+    assert int(stats[("GET", "/sessions/[id]")]["Request Count"]) > 0
     assert "time_to_first_chunk" in run.output  # the summary printed at the end
 
 
@@ -159,8 +167,113 @@ async def test_a_stream_that_skips_a_chunk_number_is_counted_as_a_failure(tmp_pa
     assert gaps and all(row["Name"] == "whole stream" for row in gaps)
     assert sum(int(row["Occurrences"]) for row in gaps) > 0
     assert count(run, "failed_streams") > 0
-    # Only the gap: the rest of the stand-in's stream is right.
+    # Only the gap: the rest of the stand-in's stream is right, and a stream that failed
+    # already is not compared with a saved session (the stand-in has none).
     assert {row["Error"] for row in failures} == {gaps[0]["Error"]}
+    assert ("GET", "/sessions/[id]") not in run.stats()
+
+
+class WrongSaved:
+    """Right streams, but the session saves another answer than the one streamed.
+
+    ``POST /chat/stream`` answers ``piece 1 piece 2 …`` in chunks numbered right;
+    ``GET /sessions/{id}`` holds that user message and a model answer with one word changed.
+    """
+
+    def __init__(self, chunks: int = 4) -> None:
+        self.chunks = chunks
+        self.streams = 0
+        self.reads = 0
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_post("/chat/stream", self.chat_stream)
+        app.router.add_get("/sessions/{session_id}", self.session)
+        self._runner, self.url = await start_app(app)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def chat_stream(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.streams += 1
+        session_id = uuid.uuid4().hex
+        pieces = [f"piece {n} " for n in range(1, self.chunks + 1)]
+        wrong = "".join(pieces).replace("piece 2", "piece two")
+        messages = [("user", body["message"]), ("model", wrong)]
+        self.sessions[session_id] = {
+            "session_id": session_id,
+            "model": "wrong-saved-standin",
+            "created_at": "2026-11-25T16:06:00Z",
+            "last_activity": "2026-11-25T16:06:00Z",
+            "message_count": len(messages),
+            "user_messages": 1,
+            "ai_messages": 1,
+            "messages": [{"role": r, "content": t, "timestamp": "2026-11-25T16:06:00Z"} for r, t in messages],
+        }
+        events: list[dict[str, Any]] = [
+            {
+                "type": "session_info",
+                "session_id": session_id,
+                "stream_id": session_id,
+                "model": "wrong-saved-standin",
+                "events_url": f"/streams/{session_id}/events",
+            },
+            {"type": "status", "message": "generating", "context_messages": 1},
+        ]
+        for n, piece in enumerate(pieces, start=1):
+            events.append({"type": "chunk", "text": piece, "chunk_number": n, "is_final": n == len(pieces)})
+        events.append(
+            {"type": "complete", "total_chunks": len(pieces), "processing_time": 0.0, "message_count": 2}
+        )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"retry: 2000\n\n")
+        for event_id, data in enumerate(events, start=1):
+            await response.write(frame(event_id, data))
+        await response.write_eof()
+        return response
+
+    async def session(self, request: web.Request) -> web.Response:
+        self.reads += 1
+        saved = self.sessions.get(request.match_info["session_id"])
+        if saved is None:
+            return web.json_response({"error": {"code": "session_not_found", "message": "?"}}, status=404)
+        return web.Response(text=json.dumps(saved), content_type="application/json")
+
+
+async def test_an_answer_that_differs_from_the_saved_one_is_counted_as_a_failure(tmp_path):
+    async with WrongSaved() as standin:
+        run = await locust(standin.url, tmp_path, "-u", "2", "-r", "2", "BurstUser", seconds=3)
+    assert standin.streams > 0 and standin.reads > 0
+
+    assert run.code == 1
+    failures = run.rows("failures")
+    assert {(row["Name"], row["Error"]) for row in failures} == {
+        ("whole stream", "CheckFailed('answer differs from the one the session saved')")
+    }, failures
+    assert count(run, "failed_streams") > 0
+    # The session's own row succeeded: it was read, only its answer was wrong.
+    assert int(run.stats()[("GET", "/sessions/[id]")]["Failure Count"]) == 0
+
+
+async def test_check_answers_off_reads_no_saved_session(tmp_path):
+    async with WrongSaved() as standin:
+        run = await locust(
+            standin.url, tmp_path, "-u", "2", "-r", "2", "BurstUser", seconds=3, LOADTEST_CHECK_ANSWERS="off"
+        )
+    assert standin.streams > 0 and standin.reads == 0
+
+    assert run.code == 0, run.output[-3000:]
+    assert run.rows("failures") == []
+    assert ("GET", "/sessions/[id]") not in run.stats()
 
 
 @pytest.mark.parametrize("how", ["options", "environment"])
@@ -173,7 +286,10 @@ async def test_weights_come_from_options_or_the_environment(start_server, tmp_pa
     else:
         args = []
         env = {f"LOADTEST_{name.upper()}_WEIGHT": "0" for name in zero}
-    run = await locust(server.url, tmp_path, "-u", "2", "-r", "2", *args, seconds=2, **env)
+    # 3 s, not 2: Locust rewrites _stats.csv about once a second, not at shutdown, and its
+    # run-time timer was seen to end a 2 s run after 1.3 s: on a busy machine such a run
+    # could end before any write that holds the first answers.
+    run = await locust(server.url, tmp_path, "-u", "2", "-r", "2", *args, seconds=3, **env)
 
     assert run.code == 0, run.output[-3000:]
     stats = run.stats()

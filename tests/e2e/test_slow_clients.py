@@ -12,7 +12,8 @@ from hypercorn.config import Config
 
 from quart_sse.app import create_app
 from quart_sse.config import Settings
-from quart_sse.runtime import Runtime
+from quart_sse.engine import Engine
+from quart_sse.engine.transport import DirectTransport
 from tests.support.server import listening_socket
 from tests.support.sse_client import chat_stream, read_stream
 
@@ -74,7 +75,7 @@ async def test_stream_sockets_get_tcp_user_timeout_for_peers_that_vanish(http):
     # A peer that left without FIN or RST never acknowledges the pings it is sent: the
     # kernel resets the connection after TCP_USER_TIMEOUT, which the server sets to SEND_TIMEOUT.
     app = create_app(Settings(send_timeout=2.5, sim_chunk_delay_ms=3_600_000))
-    rt: Runtime = app.extensions["quart_sse"]
+    rt: Engine = app.extensions["quart_sse"]
     sock = listening_socket()
     port = sock.getsockname()[1]
     config = Config()
@@ -84,10 +85,9 @@ async def test_stream_sockets_get_tcp_user_timeout_for_peers_that_vanish(http):
     try:
         async with http.post(f"http://127.0.0.1:{port}/chat/stream", json={"message": "hold"}) as r:
             await read_stream(r, until=lambda d: d["type"] == "status")
-            assert rt.heartbeats is not None
-            (position,) = rt.heartbeats.members
-            assert position.direct is not None
-            stream_socket = position.direct.transport.get_extra_info("socket")
+            (reader,) = rt.hub.watched
+            assert isinstance(reader.transport, DirectTransport)
+            stream_socket = reader.transport.transport.get_extra_info("socket")
             assert stream_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2500
     finally:
         await rt.generations.cancel_all("interrupted")

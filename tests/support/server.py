@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from quart_sse.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Fast, quiet defaults for tests; each test may override any of them.
@@ -25,27 +27,8 @@ TEST_ENV = {
     "SHUTDOWN_GRACE": "0",
 }
 
-# Never inherit settings from the machine running the tests.
-_CLEARED = (
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "MODEL_PROVIDER",
-    "REDIS_URL",
-    "API_KEYS",
-    "OPENAI_BASE_URL",
-    "OPENAI_API_KEY",
-    "OPENAI_MODEL",
-    "GEMINI_BASE_URL",
-    "GOOGLE_GEMINI_BASE_URL",
-    "SYSTEM_PROMPT",
-    "WEB_CONCURRENCY",
-    "PORT",
-    "CORS_ORIGINS",
-    "RATE_LIMIT",
-    "MAX_STREAMS_PER_CLIENT",
-    "TRUSTED_PROXIES",
-    "SESSION_TTL",
-)
+# Never inherit settings from the machine running the tests: every variable the server reads.
+_CLEARED = frozenset(Settings.environment_names())
 
 
 def listening_socket(host: str = "127.0.0.1") -> socket.socket:

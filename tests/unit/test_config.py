@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
 from quart_sse.config import ConfigError, Settings
+from tests.support.server import server_env
 
 
 def test_defaults_are_api_md_defaults():
@@ -56,3 +59,40 @@ def test_bad_settings_fail_in_one_line(env, message):
         Settings.from_env(env)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+# A valid raw value, and what it reads as, for each type of setting (and each choice).
+SAMPLES: dict[str, tuple[str, object]] = {
+    "int": ("7", 7),
+    "int | None": ("7", 7),
+    "float": ("7", 7.0),
+    "float | None": ("7", 7.0),
+    "str": ("some-model", "some-model"),
+    "str | None": ("http://h/v1", "http://h/v1"),
+    "tuple[str, ...]": ("a, b", ("a", "b")),
+}
+CHOICES = {"model_provider": ("OpenAI", "openai"), "log_level": ("Error", "error")}
+
+
+@pytest.mark.parametrize("setting", fields(Settings), ids=lambda f: f.name)
+def test_each_setting_is_read_from_each_of_its_variables(setting):
+    raw, value = CHOICES.get(setting.name) or SAMPLES[str(setting.type)]
+    names = setting.metadata["env"] or (setting.name.upper(),)
+    for name in names:
+        assert name in Settings.environment_names()
+        # MODEL_PROVIDER=openai needs OPENAI_BASE_URL, WEB_CONCURRENCY=7 needs REDIS_URL.
+        env = {"OPENAI_BASE_URL": "http://h/v1", "REDIS_URL": "redis://h", name: raw}
+        assert getattr(Settings.from_env(env), setting.name) == value
+
+
+def test_environment_names_are_every_setting_and_the_sdks():
+    names = Settings.environment_names()
+    assert len(names) == len(set(names)) == len(fields(Settings)) + 2  # two key names, the SDK's URL
+    assert {"GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL", "MODEL_PROVIDER"} <= set(names)
+
+
+def test_test_servers_inherit_no_setting_from_the_shell(monkeypatch):
+    for name in Settings.environment_names():
+        monkeypatch.setenv(name, "from-the-shell")
+    env = server_env()
+    assert [name for name in Settings.environment_names() if env.get(name) == "from-the-shell"] == []

@@ -1,34 +1,63 @@
-"""The load tests' stream checker (``loadtest/check.py``): every check, on bytes split anywhere."""
+"""The load tests' stream checker (``loadtest/check.py``): every check, on bytes split anywhere.
+
+Answers are plain data: the check compares a stream with the session the server saved
+(``GET /sessions/{id}``, given here as its JSON body), never with a model.
+"""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loadtest import check as c
-from loadtest.check import AnswerCheck
-from quart_sse.providers.simulated import answer_pieces
+from loadtest.check import AnswerCheck, SavedSession, Turn, parse_session
 from quart_sse.sse import PING, encode_chunk, encode_event, retry_frame
-from quart_sse.stores.base import Message
 
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = "hello there"
-HISTORY = [Message("user", TEXT, "")]
-N = 4
+HISTORY = [Turn("user", TEXT)]
+PIECES = ["Good ", "question, ", "said the ", "model."]
+N = len(PIECES)
 SID = "s1"
 
 
-def events(history: list[Message] = HISTORY, n: int = N, model: str = "simulated") -> list[dict[str, Any]]:
-    """The events of a right answer to ``history`` (the offline model's text)."""
-    pieces = answer_pieces(history[-1].content, sum(m.role == "user" for m in history), n)
+def events(pieces: list[str] = PIECES, message_count: int = 2) -> list[dict[str, Any]]:
+    """The events of an answer made of ``pieces``, in session ``SID``."""
+    n = len(pieces)
     out: list[dict[str, Any]] = [
-        {"type": "session_info", "session_id": SID, "stream_id": "t1", "model": model, "events_url": "/e"},
-        {"type": "status", "message": "generating", "context_messages": len(history)},
+        {"type": "session_info", "session_id": SID, "stream_id": "t1", "model": "any", "events_url": "/e"},
+        {"type": "status", "message": "generating", "context_messages": 1},
     ]
     for i, piece in enumerate(pieces, start=1):
         out.append({"type": "chunk", "text": piece, "chunk_number": i, "is_final": i == n})
-    out.append({"type": "complete", "total_chunks": n, "processing_time": 0.1, "message_count": 2})
+    out.append(
+        {"type": "complete", "total_chunks": n, "processing_time": 0.1, "message_count": message_count}
+    )
     return out
+
+
+def session_body(*messages: tuple[str, str], session_id: str = SID, **extra: Any) -> dict[str, Any]:
+    """A ``GET /sessions/{id}`` body (API.md) holding ``messages`` as (role, content)."""
+    items = [{"role": role, "content": text, "timestamp": "2026-11-25T16:06:05Z"} for role, text in messages]
+    users = sum(role == "user" for role, _ in messages)
+    return {
+        "session_id": session_id,
+        "model": "any",
+        "created_at": "2026-11-25T16:06:00Z",
+        "last_activity": "2026-11-25T16:06:05Z",
+        "message_count": len(items),
+        "user_messages": users,
+        "ai_messages": len(items) - users,
+        "messages": items,
+        "generating": None,
+        **extra,
+    }
+
+
+RIGHT = session_body(("user", TEXT), ("model", "".join(PIECES)))
 
 
 def stream(evs: list[dict[str, Any]], first_id: int = 1, retry: bool = True) -> bytes:
@@ -36,12 +65,31 @@ def stream(evs: list[dict[str, Any]], first_id: int = 1, retry: bool = True) -> 
     return (retry_frame(2000) if retry else b"") + body
 
 
-def run(data: bytes, **kw: Any) -> list[str]:
+def read(data: bytes, **kw: Any) -> AnswerCheck:
+    """An answer whose one connection brought ``data``, finished."""
     answer = AnswerCheck(**{"history": HISTORY, **kw})
     conn = answer.connect(0.0)
     conn.feed(data, 0.0)
     conn.close()
-    return answer.finish()
+    answer.finish()
+    return answer
+
+
+def run(data: bytes, **kw: Any) -> list[str]:
+    return read(data, **kw).problems
+
+
+def saved(body: dict[str, Any]) -> SavedSession:
+    session = parse_session(body)
+    assert session is not None
+    return session
+
+
+def compared(body: dict[str, Any], data: bytes | None = None, **kw: Any) -> list[str]:
+    """The problems of a stream (a right one by default) compared with the saved ``body``."""
+    answer = read(stream(events()) if data is None else data, **kw)
+    assert answer.session_to_read() == SID
+    return answer.compare_saved(saved(body))
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
@@ -108,23 +156,94 @@ def test_ids_must_increase():
     assert run(data) == [c.OUT_OF_ORDER]
 
 
-def test_cross_talk_is_an_answer_to_another_history():
-    other = [Message("user", "someone else's question", "")]
-    assert run(stream(events(other))) == [c.CROSS_TALK]
-    # A different turn count is another answer too.
-    two_turns = [Message("user", "a", ""), Message("model", "b", ""), Message("user", TEXT, "")]
-    assert run(stream(events(two_turns))) == [c.CROSS_TALK]
-    assert run(stream(events(two_turns)), history=two_turns) == []
-    # Another session's id is cross-talk as well.
+def test_another_sessions_id_in_session_info_is_cross_talk():
     assert run(stream(events()), session_id="another") == [c.CROSS_TALK]
+    assert run(stream(events()), session_id=SID) == []
 
 
-def test_the_answer_is_checked_for_the_offline_model_only_unless_asked():
-    other = [Message("user", "someone else's question", "")]
-    real_model = stream(events(other, model="gemini-2.0-flash"))
-    assert run(real_model) == []
-    assert run(real_model, check_answer=True) == [c.CROSS_TALK]
-    assert run(stream(events(other)), check_answer=False) == []
+def test_a_session_body_is_read_into_the_load_tests_own_types():
+    body = session_body(("user", "q"), ("model", "a"))
+    body["messages"][1]["interrupted"] = True
+    assert parse_session(body) == SavedSession(SID, 2, (Turn("user", "q"), Turn("model", "a", True)))
+    bads: list[Any] = [
+        [],
+        {**RIGHT, "session_id": 3},
+        {**RIGHT, "message_count": "2"},
+        {**RIGHT, "message_count": True},
+        {**RIGHT, "messages": None},
+        {**RIGHT, "messages": ["hi"]},
+        {**RIGHT, "messages": [{"role": "user"}]},
+        {"error": {"code": "session_not_found", "message": "no session s1"}},
+    ]
+    for bad in bads:
+        assert parse_session(bad) is None, bad
+
+
+def test_the_saved_session_is_read_only_after_a_right_stream_that_completed():
+    assert read(stream(events())).session_to_read() == SID
+    assert read(stream(events()), check_answer=False).session_to_read() is None
+    evs = events()
+    error = {"type": "error", "code": "cancelled", "message": "x", "session_id": SID}
+    assert read(stream([*evs[:-1], error])).session_to_read() is None
+    assert read(stream(evs[:-1])).session_to_read() is None  # no complete
+    assert read(stream([*evs[:3], *evs[4:]])).session_to_read() is None  # a chunk gap: failed already
+    no_id = [{**evs[0], "session_id": None}, *evs[1:]]
+    assert read(stream(no_id)).session_to_read() is None
+
+
+def test_an_answer_equal_to_the_saved_one_passes():
+    assert compared(RIGHT) == []
+    # A later turn: the saved session holds the whole conversation the client knows.
+    history = [Turn("user", "first"), Turn("model", "an answer"), Turn("user", TEXT)]
+    body = session_body(("user", "first"), ("model", "an answer"), ("user", TEXT), ("model", "".join(PIECES)))
+    assert compared(body, stream(events(message_count=4)), history=history) == []
+    # Without a known history, only the answer and the count are compared.
+    assert compared(body, stream(events(message_count=4)), history=None) == []
+
+
+def test_an_answer_that_differs_from_the_saved_one_fails():
+    assert compared(session_body(("user", TEXT), ("model", "Good question, said the model"))) == [
+        c.SAVED_ANSWER
+    ]
+    # A stream that lost or doubled a piece yet numbered its chunks right.
+    doubled = stream(events(["Good ", "question, ", "said the ", "said the ", "model."]))
+    assert compared(RIGHT, doubled) == [c.SAVED_ANSWER]
+    # The saved answer marked interrupted, or not the model's, or missing.
+    cut = session_body(("user", TEXT), ("model", "".join(PIECES)))
+    cut["messages"][1]["interrupted"] = True
+    assert compared(cut) == [c.SAVED_ANSWER]
+    assert compared(session_body(("user", TEXT), ("user", "".join(PIECES)))) == [c.SAVED_ANSWER, c.CROSS_TALK]
+    assert compared(session_body(("user", TEXT)), stream(events(message_count=1))) == [c.SAVED_ANSWER]
+    assert compared(session_body(), stream(events(message_count=0))) == [c.SAVED_ANSWER, c.CROSS_TALK]
+
+
+def test_a_message_count_other_than_the_saved_messages_fails():
+    assert compared(RIGHT, stream(events(message_count=3))) == [c.MESSAGE_COUNT]
+    assert compared({**RIGHT, "message_count": 3}) == [c.MESSAGE_COUNT]
+    no_count = [*events()[:-1], {"type": "complete", "total_chunks": N, "processing_time": 0.1}]
+    assert compared(RIGHT, stream(no_count)) == [c.MESSAGE_COUNT]
+
+
+def test_a_saved_session_that_holds_another_conversation_is_cross_talk():
+    other = session_body(("user", "someone else's question"), ("model", "".join(PIECES)))
+    assert compared(other) == [c.CROSS_TALK]
+    longer = session_body(("user", "a"), ("model", "b"), ("user", TEXT), ("model", "".join(PIECES)))
+    assert compared(longer, stream(events(message_count=4))) == [c.CROSS_TALK]
+    assert compared({**RIGHT, "session_id": "another"}) == [c.CROSS_TALK]
+
+
+def test_the_load_tests_and_the_client_import_only_the_sse_module_of_the_server():
+    for folder in ("loadtest", "client"):
+        for path in sorted((ROOT / folder).glob("**/*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                for name in names:
+                    if name.split(".")[0] == "quart_sse":
+                        assert name == "quart_sse.sse", f"{path.relative_to(ROOT)} imports {name}"
 
 
 def resumed(cut_after: int, resume_from: int) -> list[str]:

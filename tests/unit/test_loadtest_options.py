@@ -65,6 +65,6 @@ def test_bad_values_are_named_in_one_line():
         options.check_answers(SimpleNamespace(check_answers="maybe"))
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("auto", None), ("ON", True), ("off", False)])
+@pytest.mark.parametrize(("mode", "expected"), [("auto", True), ("ON", True), ("off", False)])
 def test_check_answers_modes(mode, expected):
     assert options.check_answers(SimpleNamespace(check_answers=mode)) is expected

@@ -14,12 +14,12 @@ from email.utils import format_datetime
 import pytest
 
 from quart_sse.config import ConfigError, Settings
+from quart_sse.models import Message
 from quart_sse.providers import FinishReason, ProviderError, create_provider
 from quart_sse.providers.gemini import GeminiProvider, to_contents
 from quart_sse.providers.openai import OpenAIProvider, to_messages
 from quart_sse.providers.retry import RetryPolicy, finish_reason, parse_delay, safe_text
 from quart_sse.providers.simulated import SimulatedProvider
-from quart_sse.stores.base import Message
 from tests.support import gemini_standin as g
 from tests.support import openai_standin as o
 
@@ -299,3 +299,19 @@ async def test_closing_openai_between_pieces_closes_the_upstream_call(openai):
     await pieces.aclose()  # type: ignore[attr-defined]
     await openai.wait_for(disconnects=1)
     await provider.aclose()
+
+
+async def test_openai_takes_a_line_of_any_length(openai):
+    long = "x" * 300_000  # over aiohttp's readline limit (128 KiB)
+    openai.replies.append(o.answer(long, "!"))
+    assert await collect(openai_provider(openai, Sleeps()), history("hi")) == [long, "!"]
+
+
+async def test_openai_llama_cpp_error_line_is_an_error(openai):
+    # llama.cpp sends "error: {json}" alone; the stand-in writes a frame starting with ":" as is.
+    error = {"code": 400, "message": "the request exceeds the available context size", "type": "x"}
+    openai.replies.append(o.Reply(frames=[o.chunk({"role": "assistant"}), f": \nerror: {json.dumps(error)}"]))
+    with pytest.raises(ProviderError) as caught:
+        await collect(openai_provider(openai, Sleeps()), history("hi"))
+    assert caught.value.code == "model_error"
+    assert "400: the request exceeds the available context size" in caught.value.message

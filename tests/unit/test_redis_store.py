@@ -1,19 +1,21 @@
 """What only the Redis store has: leases, seen by two store instances ("A" owns, "B" reads).
 
 A dies by stopping its lease renewal (as a killed process would); B, on the same Redis,
-must then close A's stream once, save the partial answer and free the session; A, back as
-a zombie, must not write into the stream any more.
+must then close A's stream once (an entry ``c`` in the log, no frame: its readers write the
+final event), save the partial answer and free the session; A, back as a zombie, must not
+write into the stream any more.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
+from quart_sse.codes import GenerationRunning, StoreUnavailable
+from quart_sse.models import Message, now_iso
 from quart_sse.sse import encode_chunk, encode_event
-from quart_sse.stores.base import Append, Message, now_iso
+from quart_sse.stores.base import Append, Tail
 from quart_sse.stores.redis import RedisStore
 
 pytestmark = pytest.mark.redis
@@ -33,11 +35,13 @@ async def _pair(redis_server):
 
 
 async def start(a: RedisStore, session_id: str = "s", stream_id: str = "g") -> list[bytes]:
+    """A session with a generation of A's: three frames in two appends (answer "Hello wörld “")."""
     await a.create_session(session_id, "m", now_iso())
-    assert await a.begin_generation(session_id, stream_id, Message("user", "q", now_iso())) is None
+    await a.begin_generation(session_id, stream_id, Message("user", "q", now_iso()))
     frames = [encode_event(1, {"type": "session_info"}), encode_chunk(2, "Hello ", 1, False)]
     frames.append(encode_chunk(3, "wörld “", 2, False))
-    assert not await a.append([Append(stream_id, frames, False)])
+    assert not await a.append([Append(stream_id, frames[:2], False, 1, "Hello ")])
+    assert not await a.append([Append(stream_id, frames[2:], False, 3, "wörld “")])
     return frames
 
 
@@ -52,89 +56,119 @@ async def test_the_slot_holds_across_instances_while_the_owner_lives(pair):
     # Renewed several times over: still A's.
     for _ in range(5):
         await asyncio.sleep(HEARTBEAT)
-        assert await b.begin_generation("s", "other", Message("user", "x", now_iso())) == "g"
+        with pytest.raises(GenerationRunning) as refused:
+            await b.begin_generation("s", "other", Message("user", "x", now_iso()))
+        assert refused.value.stream_id == "g"
     session = await b.get_session("s")
     assert session is not None and session.generating == "g"
     assert (await b.cluster_counts()) == {"instances": 2, "active_streams": 1}
+    # B reads A's live stream; a quiet wait finds nothing, and the owner alive.
+    assert await b.wait("g", 3, HEARTBEAT) == Tail([], False)
 
 
 async def test_a_reader_elsewhere_closes_a_dead_owners_stream_once(pair):
     a, b = pair
     frames = await start(a)
-    result = await b.read("g", 0, 0)
-    assert result is not None and list(result[0]) == frames
+    result = await b.read("g", 0)
+    assert result == Tail(frames, False)
     die(a)
     after = len(frames)
-    for _ in range(100):  # each read waits up to the block: bounded, no timing asserted
-        result = await b.read("g", after, HEARTBEAT)
+    for _ in range(100):  # each wait lasts up to the block: bounded, no timing asserted
+        result = await b.wait("g", after, HEARTBEAT)
         assert result is not None
-        if result[0]:
+        if result.finished:
             break
-    (frame,), finished = result
-    assert finished
-    assert frame.startswith(b"id: 4\nevent: error\ndata: ")
-    data = json.loads(frame.split(b"data: ", 1)[1])
-    assert data == {**data, "type": "error", "code": "interrupted", "session_id": "s"}
-    # The partial answer is saved once, marked; the session takes a new message.
+    # Closed with no frame: the reader writes the final event (id 4) itself.
+    assert result == Tail([], True, "interrupted")
+    info = await b.get_stream("g")
+    assert info is not None and (info.finished, info.last_id, info.closed) == (True, 4, "interrupted")
+    # The partial answer (the text A appended) is saved once, marked; the session is free.
     session = await b.get_session("s")
     assert session is not None and session.generating is None
     assert [(m.role, m.content, m.interrupted) for m in session.messages] == [
         ("user", "q", False),
         ("model", "Hello wörld “", True),
     ]
-    # Other readers find the same one final event; nothing is saved twice.
-    result = await b.read("g", 0, 0)
-    assert result is not None and list(result[0]) == [*frames, frame] and result[1]
-    info = await b.get_stream("g")
-    assert info is not None and info.finished and info.last_id == 4
+    # Other readers find the same close; nothing is saved twice.
+    assert await b.read("g", 0) == Tail(frames, True, "interrupted")
+    assert await b.read("g", 3) == Tail([], True, "interrupted")
+    assert await b.read("g", 4) == Tail([], True)  # after the close's own event: nothing
+    assert await b.wait("g", 1, HEARTBEAT) == Tail(frames[1:], True, "interrupted")
     # The zombie owner can write nothing more.
-    assert await a.append([Append("g", [encode_chunk(4, "late", 3, False)], False)]) == {"g": "interrupted"}
+    late = Append("g", [encode_chunk(4, "late", 3, False)], False, 4, "late")
+    assert await a.append([late]) == {"g": "interrupted"}
     assert await a.save_answer("s", "g", Message("model", "late", now_iso())) is None
     session = await b.get_session("s")
     assert session is not None and len(session.messages) == 2
-    assert await b.begin_generation("s", "g2", Message("user", "next", now_iso())) is None
+    assert await b.read("g", 0) == Tail(frames, True, "interrupted")
+    await b.begin_generation("s", "g2", Message("user", "next", now_iso()))
 
 
 async def test_a_dead_owner_never_locks_its_session(pair):
     a, b = pair
     await start(a)
     die(a)
+    refused_by: set[str] = set()
     for _ in range(200):
-        running = await b.begin_generation("s", "g2", Message("user", "again", now_iso()))
-        if running is None:
+        try:
+            await b.begin_generation("s", "g2", Message("user", "again", now_iso()))
+        except GenerationRunning as exc:
+            refused_by.add(exc.stream_id)
+            await asyncio.sleep(HEARTBEAT / 2)  # until A's lease lapses (bounded)
+        else:
             break
-        await asyncio.sleep(HEARTBEAT / 2)
-    assert running is None
+    else:
+        raise AssertionError("the session stayed locked by a dead owner")
+    assert refused_by <= {"g"}
     session = await b.get_session("s")
     assert session is not None and session.generating == "g2"
     assert [m.content for m in session.messages] == ["q", "Hello wörld “", "again"]
-    result = await b.read("g", 3, 0)
-    assert result is not None and result[1] and b'"code": "interrupted"' in result[0][0]
+    assert await b.read("g", 3) == Tail([], True, "interrupted")
+    info = await b.get_stream("g")
+    assert info is not None and info.closed == "interrupted" and info.last_id == 4
 
 
 async def test_an_owner_that_lost_frames_ends_its_stream_instead_of_leaving_a_gap(pair):
     a, _ = pair
-    await start(a)
-    lost = await a.append([Append("g", [encode_chunk(9, "after a gap", 8, False)], False)])
+    frames = await start(a)
+    lost = await a.append([Append("g", [encode_chunk(9, "after a gap", 8, False)], False, 9, "after a gap")])
     assert lost == {"g": "interrupted"}
-    result = await a.read("g", 3, 0)
-    assert result is not None and result[1] and result[0][0].startswith(b"id: 4\nevent: error")
+    assert await a.read("g", 3) == Tail([], True, "interrupted")
+    assert await a.read("g", 0) == Tail(frames, True, "interrupted")
+    session = await a.get_session("s")
+    assert session is not None and session.generating is None
+    assert [(m.content, m.interrupted) for m in session.messages] == [("q", False), ("Hello wörld “", True)]
+    assert a.debug_counts() == {"owned_streams": 0}
 
 
-async def test_redis_gone_makes_503_errors_and_ends_readers_with_an_event(pair, redis_server):
-    from quart_sse.errors import StoreUnavailable
+async def test_a_retried_append_already_in_is_skipped(pair):
+    a, _ = pair
+    frames = await start(a)
+    # The same batch again (a client retry after the script ran): neither lost nor doubled.
+    assert not await a.append([Append("g", frames[2:], False, 3, "wörld “")])
+    assert await a.read("g", 0) == Tail(frames, False)
+    final = encode_event(4, {"type": "complete"})
+    assert not await a.append([Append("g", [final], True, 4)])
+    assert await a.read("g", 0) == Tail([*frames, final], True)
+    assert a.debug_counts() == {"owned_streams": 0}
 
+
+async def test_redis_gone_makes_store_unavailable_errors(pair, redis_server):
     a, _ = pair
     await start(a)
     redis_server.stop()
     with pytest.raises(StoreUnavailable):
         await a.count_sessions()
-    assert await a.append([Append("g", [encode_chunk(4, "x", 3, False)], False)]) == {
+    assert await a.append([Append("g", [encode_chunk(4, "x", 3, False)], False, 4, "x")]) == {
         "g": "store_unavailable"
     }
-    result = await a.read("g", 3, 1.0)
-    assert result is not None and result[1]
-    (frame,) = result[0]
-    assert frame.startswith(b"id: 4\nevent: error") and b'"code": "store_unavailable"' in frame
+    with pytest.raises(StoreUnavailable) as failed:
+        await a.read("g", 3)
+    assert failed.value.code == "store_unavailable" and failed.value.retry_after == 1
+    with pytest.raises(StoreUnavailable):
+        await a.wait("g", 3, HEARTBEAT)
+    with pytest.raises(StoreUnavailable):
+        await a.get_stream("g")
     redis_server.start()  # empty again (no persistence): the store works at once
     assert await a.count_sessions() == 0
+    assert await a.read("g", 0) is None

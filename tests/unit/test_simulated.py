@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from quart_sse.models import Message
 from quart_sse.providers.base import LastPiece
 from quart_sse.providers.simulated import SimulatedProvider, reply_for
-from quart_sse.stores.base import Message
 
 
 def history(*texts: str) -> list[Message]:

@@ -1,41 +1,41 @@
 """Per-client limits: ``RATE_LIMIT`` messages per minute and ``MAX_STREAMS_PER_CLIENT``.
 
-One piece of code for both kinds of route: ``POST /chat`` (a Quart route) and the two
-streaming routes answered in front of Quart (:mod:`quart_sse.asgi`) call the same
-:func:`identify`, :meth:`Limits.take_message` and :meth:`Limits.slot`, from
-:func:`quart_sse.chat.start_generation` at the place of API.md's 429/503 in the order of
+The edge (:mod:`quart_sse.http.edge`) serves the three chat routes (``POST /chat``,
+``POST /chat/stream``, ``GET /streams/{id}/events``) and calls :meth:`Limits.identify` once
+per request, then :meth:`Limits.take_message` and :meth:`Limits.slot` from
+:func:`quart_sse.http.chat.start_generation` at the place of API.md's 429/503 in the order of
 checks (after 401, 400, 413, 404, 409 and the server's own capacity): a refused request
 changes nothing, and a request refused for another reason costs the client nothing.
 
 Why not quart-rate-limiter: its ``before_request`` hook never sees the streaming routes
-(they bypass Quart), it runs before validation (a 400 or 404 would count, and a 429 would
+(the edge serves them), it runs before validation (a 400 or 404 would count, and a 429 would
 come before them), and its stores read then write the client's state in two steps, so
 concurrent requests (or instances on one Redis) all pass together, and its Redis keys
 never expire.  The algorithm is the same (GCRA, a "theoretical arrival time" per client),
 done here in one step: synchronously in memory, in one Lua script on Redis.
 
-Who the client is: the API key when ``API_KEYS`` is set (only a digest of it is kept, in
-memory or Redis, never the key), else the remote address; ``X-Forwarded-For`` is read only
+Who the client is: the API key when keys are set (only its owner id is kept, in memory or
+Redis, never the key: :mod:`quart_sse.http.auth`), else the remote address; ``X-Forwarded-For`` is read only
 when the peer is one of ``TRUSTED_PROXIES`` (addresses or networks), right to left, and
 the first address that is not a trusted proxy is the client.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
 
 from redis.exceptions import RedisError
 
-from quart_sse import auth, errors
+from quart_sse import codes
 from quart_sse.config import Settings
-from quart_sse.errors import APIError, StoreUnavailable
+from quart_sse.http.auth import NOBODY
+from quart_sse.http.scope import header
+from quart_sse.models import EVERYONE, Caller
 
 PERIOD = 60.0
 """RATE_LIMIT counts messages per this many seconds."""
@@ -74,18 +74,6 @@ def _networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
-def _header(scope: Mapping[str, Any], name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
-
-
-def _query_token(scope: Mapping[str, Any]) -> str:
-    raw = scope.get("query_string") or b""
-    return parse_qs(raw.decode("latin-1")).get("access_token", [""])[0] if raw else ""
-
-
 def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -101,7 +89,6 @@ class Limits:
         self.rate = settings.rate_limit
         self.max_streams = settings.max_streams_per_client
         self.proxies = _networks(settings.trusted_proxies)
-        self.by_key = bool(settings.api_keys)
         self.redis_url = settings.redis_url if self.rate else None
         self.interval = PERIOD / self.rate if self.rate else 0.0
         self.streams: dict[str, int] = {}  # client key -> open stream responses
@@ -136,22 +123,17 @@ class Limits:
         peer = str(client[0]) if client else "?"
         if not self.proxies or not _trusted(peer, self.proxies):
             return peer
-        hops = [hop.strip() for hop in _header(scope, b"x-forwarded-for").split(",") if hop.strip()]
+        hops = [hop.strip() for hop in (header(scope, b"x-forwarded-for") or "").split(",") if hop.strip()]
         for hop in reversed(hops):
             if not _trusted(hop, self.proxies):
                 return hop
         return hops[0] if hops else peer
 
-    def identify(self, scope: Mapping[str, Any]) -> Client:
-        """The client of an ASGI request (Quart's ``request.scope`` or the streaming layer's)."""
+    def identify(self, scope: Mapping[str, Any], caller: Caller = EVERYONE) -> Client:
+        """The client of an ASGI request made for ``caller``: its key's owner id, else its address."""
         address = self.address(scope)
-        if self.by_key:
-            token = auth.presented_token(
-                scope["method"], scope["path"], _header(scope, b"authorization"), _query_token(scope)
-            )
-            if token:
-                digest = hashlib.sha256(token.encode()).hexdigest()[:32]
-                return Client(address, f"key:{digest}")
+        if caller.owner is not None and caller is not NOBODY:
+            return Client(address, f"key:{caller.owner}")
         return Client(address, f"addr:{address}")
 
     # RATE_LIMIT ----------------------------------------------------------------------------
@@ -165,7 +147,7 @@ class Limits:
                 args = [self.interval * 1000, PERIOD * 1000]
                 wait_ms = int(await self._script(keys=[PREFIX + client.key], args=args))
             except (RedisError, OSError) as exc:
-                raise StoreUnavailable(f"Redis is unreachable ({type(exc).__name__})") from None
+                raise codes.StoreUnavailable(f"Redis is unreachable ({type(exc).__name__})") from None
             wait = wait_ms / 1000
         else:
             wait = self._take_local(client.key)
@@ -194,10 +176,6 @@ class Limits:
         """A place for one open stream response of ``client``; taken by ``acquire()``."""
         return StreamSlot(self, client.key) if self.max_streams else NO_SLOT
 
-    def slot_for(self, scope: dict[str, Any]) -> StreamSlot:
-        """The same for the client of an ASGI request (identified only when the limit is set)."""
-        return StreamSlot(self, self.identify(scope).key) if self.max_streams else NO_SLOT
-
     def debug_counts(self) -> dict[str, int]:
         return {"client_streams": sum(self.streams.values()), "limited_clients": len(self.streams)}
 
@@ -223,7 +201,7 @@ class StreamSlot:
                 f"this client has {held} streams open (MAX_STREAMS_PER_CLIENT); "
                 "close one or try again when one ends",
                 2,
-                code=errors.TOO_MANY_STREAMS,
+                code=codes.TOO_MANY_STREAMS,
             )
         limits.streams[self.key] = held + 1
         self.held = True
@@ -244,5 +222,5 @@ NO_SLOT = StreamSlot(None, "")
 """The slot when MAX_STREAMS_PER_CLIENT is unset: counts nothing."""
 
 
-def rate_limited(message: str, wait: float, *, code: str = errors.RATE_LIMITED) -> APIError:
-    return APIError(429, code, message, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+def rate_limited(message: str, wait: float, *, code: str = codes.RATE_LIMITED) -> codes.Refused:
+    return codes.Refused(code, message, retry_after=wait)

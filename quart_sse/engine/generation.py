@@ -13,16 +13,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from quart_sse import errors
+from quart_sse import codes
 from quart_sse.config import Settings
+from quart_sse.engine.channel import Channel, LogWriter
 from quart_sse.ids import new_id
 from quart_sse.metrics import Stats
+from quart_sse.models import Message, Session, now_iso
 from quart_sse.providers.base import FinishReason, LastPiece, Provider, ProviderError
 from quart_sse.sse import encode_chunk, encode_event
-from quart_sse.stores.base import Message, Session, Store, now_iso
-from quart_sse.streams import Channel, LogWriter
+from quart_sse.stores.base import Store
 
-log = logging.getLogger("quart_sse.generation")
+log = logging.getLogger("quart_sse.engine")
 
 QUEUE_SIZE = 256
 """Frames a generation may have queued before it waits for the log writer."""
@@ -126,21 +127,15 @@ class Generations:
     async def start(self, session: Session, message: str, client: str) -> Generation:
         """Begin answering ``message`` in ``session``; the caller has made every check.
 
-        Raises 409 if another request took the session's slot first.
+        Raises ``GenerationRunning`` if another request took the session's slot first,
+        ``SessionNotFound`` if the session went meanwhile.
         """
         stream_id = new_id()
         first = Message("user", message, now_iso())
-        running = await self.store.begin_generation(session.session_id, stream_id, first)
-        if running is not None:
-            raise errors.APIError(
-                409,
-                errors.GENERATION_RUNNING,
-                f"session {session.session_id} already has a generation running (stream {running})",
-            )
+        await self.store.begin_generation(session.session_id, stream_id, first)
         preview = message if len(message) <= 80 else message[:79] + "…"
-        generation = Generation(
-            stream_id, session.session_id, Channel(stream_id, self.writer, QUEUE_SIZE), client, preview
-        )
+        channel = self.writer.open(stream_id, QUEUE_SIZE)
+        generation = Generation(stream_id, session.session_id, channel, client, preview)
         self.running[stream_id] = generation
         self.by_session[session.session_id] = generation
         self.stats.streams_started += 1
@@ -153,7 +148,7 @@ class Generations:
             self._on_start(generation, len(self.running))
         return generation
 
-    async def cancel(self, stream_id: str, code: str = errors.CANCELLED) -> bool:
+    async def cancel(self, stream_id: str, code: str = codes.CANCELLED) -> bool:
         """Cancel a running generation and wait until its final event is in the stream."""
         generation = self.running.get(stream_id)
         if generation is None or not generation.cancel(code):
@@ -223,17 +218,17 @@ class Generations:
                 number += 1
                 event_id += 1
                 parts.append(piece)
-                await channel.put(encode_chunk(event_id, piece, number, type(piece) is LastPiece))
+                await channel.put(encode_chunk(event_id, piece, number, type(piece) is LastPiece), piece)
                 if debug:
                     log.debug("🌊 [%s] chunk #%d: %r", stream_id[:8], number, piece[:60])
             gen.chunks = number
         except asyncio.CancelledError:
-            status = gen.cancel_code or errors.INTERRUPTED
+            status = gen.cancel_code or codes.INTERRUPTED
             error_message = {
-                errors.CANCELLED: "generation cancelled",
-                errors.TIMEOUT: f"the model sent nothing for {timeout:g} s",
-                errors.INTERRUPTED: "the server stopped this generation before the end",
-                errors.STORE_UNAVAILABLE: "the store (Redis) became unreachable",
+                codes.CANCELLED: "generation cancelled",
+                codes.TIMEOUT: f"the model sent nothing for {timeout:g} s",
+                codes.INTERRUPTED: "the server stopped this generation before the end",
+                codes.STORE_UNAVAILABLE: "the store (Redis) became unreachable",
             }.get(status, status)
         except ProviderError as exc:
             status, error_message = exc.code, exc.message
@@ -241,7 +236,7 @@ class Generations:
                 finish_reason = exc.finish_reason
         except Exception as exc:
             log.exception("model failure in stream %s", stream_id)
-            status, error_message = errors.MODEL_ERROR, f"the model failed: {type(exc).__name__}"
+            status, error_message = codes.MODEL_ERROR, f"the model failed: {type(exc).__name__}"
         finally:
             gen.finishing = True
             if gen._deadline_handle is not None:
@@ -254,7 +249,7 @@ class Generations:
         loop = asyncio.get_running_loop()
         due = gen._last_piece + timeout
         if loop.time() >= due:
-            gen.cancel(errors.TIMEOUT)
+            gen.cancel(codes.TIMEOUT)
         else:
             gen._deadline_handle = loop.call_at(due, self._check_silence, gen, timeout)
 
@@ -280,7 +275,7 @@ class Generations:
                 saved = Message("model", answer, now_iso(), interrupted=status != "complete")
             count = await self.store.save_answer(gen.session_id, gen.stream_id, saved)
             message_count = count if count is not None else len(history) + (saved is not None)
-        except errors.StoreUnavailable as exc:
+        except codes.StoreUnavailable as exc:
             log.warning("could not save the answer of stream %s: %s", gen.stream_id, exc)
         except Exception:
             log.exception("could not save the answer of stream %s", gen.stream_id)

@@ -1,12 +1,13 @@
 """``CORS_ORIGINS``: which other origins' pages may call the API from a browser.
 
-Applied in one place for every route, in the ASGI layer in front of Quart
-(:class:`quart_sse.asgi.StreamingRoutes`): preflights (``OPTIONS`` with
+Applied in one place for every route, by the HTTP edge (:class:`quart_sse.http.edge.Edge`):
+preflights (``OPTIONS`` with
 ``Access-Control-Request-Method``) from an allowed origin are answered there, and every
 answer to an allowed origin carries ``Access-Control-Allow-Origin``.  Why not quart-cors:
-it works through Quart's ``after_request`` and automatic ``OPTIONS`` routes, and the two
-streaming routes (``POST /chat/stream``, ``GET /streams/{id}/events``) never reach Quart,
-so it would leave them, the ones a browser page needs most, without CORS.
+it works through Quart's ``after_request`` and automatic ``OPTIONS`` routes, and the
+chat routes (``POST /chat``, ``POST /chat/stream``, ``GET /streams/{id}/events``) are the
+edge's own and never reach Quart, so it would leave them, the ones a browser page needs
+most, without CORS.
 
 Unset (the default): no CORS header at all, so a browser keeps to the same origin.
 ``*`` allows every origin.  No credentials are allowed: the API's keys are bearer tokens
@@ -20,19 +21,12 @@ from __future__ import annotations
 
 from typing import Any
 
-Headers = list[tuple[bytes, bytes]]
+from quart_sse.http.scope import Headers, header
 
 ALLOW_METHODS = b"GET, POST, DELETE, OPTIONS"
 ALLOW_HEADERS = b"Authorization, Content-Type, Last-Event-ID"
 EXPOSE_HEADERS = b"Retry-After, WWW-Authenticate"
 MAX_AGE = b"600"
-
-
-def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
 
 
 class CORS:
@@ -53,7 +47,7 @@ class CORS:
         """Headers to add to the answer of a (non-preflight) request."""
         if not self.enabled:
             return []
-        origin = _header(scope, b"origin")
+        origin = (header(scope, b"origin") or "").encode("latin-1")
         vary: Headers = [] if self.any else [(b"vary", b"Origin")]
         allowed = self._allowed(origin) if origin else None
         if allowed is None:
@@ -68,8 +62,8 @@ class CORS:
         """The headers of a 204 answering a preflight from an allowed origin; None otherwise."""
         if not self.enabled or scope["method"] != "OPTIONS":
             return None
-        origin = _header(scope, b"origin")
-        if not origin or _header(scope, b"access-control-request-method") is None:
+        origin = (header(scope, b"origin") or "").encode("latin-1")
+        if not origin or header(scope, b"access-control-request-method") is None:
             return None
         allowed = self._allowed(origin)
         if allowed is None:

@@ -1,0 +1,76 @@
+"""Error codes (API.md, Errors and Streams) and the domain exceptions that carry them.
+
+Framework-free: the engine, the stores and the providers raise :class:`Refused` and its
+kinds; only the HTTP edge (:mod:`quart_sse.http.errors`) maps a code to an HTTP status.
+"""
+
+from __future__ import annotations
+
+# Codes of error bodies (HTTP answers).
+INVALID_JSON = "invalid_json"
+INVALID_REQUEST = "invalid_request"
+EMPTY_MESSAGE = "empty_message"
+INVALID_LAST_EVENT_ID = "invalid_last_event_id"
+UNAUTHORIZED = "unauthorized"
+SESSION_NOT_FOUND = "session_not_found"
+STREAM_NOT_FOUND = "stream_not_found"
+NOT_FOUND = "not_found"
+METHOD_NOT_ALLOWED = "method_not_allowed"
+GENERATION_RUNNING = "generation_running"
+BODY_TOO_LARGE = "body_too_large"
+MESSAGE_TOO_LONG = "message_too_long"
+CAPACITY = "capacity"
+RATE_LIMITED = "rate_limited"
+TOO_MANY_STREAMS = "too_many_streams"
+SHUTTING_DOWN = "shutting_down"
+STORE_UNAVAILABLE = "store_unavailable"
+INTERNAL = "internal_error"
+
+# Codes of ``error`` stream events (API.md, Streams); ``rate_limited`` and
+# ``store_unavailable`` serve both.
+CANCELLED = "cancelled"
+INTERRUPTED = "interrupted"
+MODEL_UNAVAILABLE = "model_unavailable"
+AUTH = "auth"
+MODEL_ERROR = "model_error"
+TIMEOUT = "timeout"
+
+
+class Refused(Exception):
+    """A request the server cannot serve: an API.md ``code``, a ``message`` for people, and,
+    for refusals that pass, ``retry_after`` (seconds) after which to try again."""
+
+    def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class SessionNotFound(Refused):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(SESSION_NOT_FOUND, f"no session {session_id}")
+
+
+class StreamNotFound(Refused):
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(STREAM_NOT_FOUND, f"no stream {stream_id} (unknown or expired)")
+
+
+class GenerationRunning(Refused):
+    """The session's one generation slot is taken (by ``stream_id``)."""
+
+    def __init__(self, session_id: str, stream_id: str) -> None:
+        super().__init__(
+            GENERATION_RUNNING,
+            f"session {session_id} already has a generation running (stream {stream_id}); "
+            "wait for it to end or cancel it",
+        )
+        self.stream_id = stream_id
+
+
+class StoreUnavailable(Refused):
+    """The store (Redis) cannot be reached: try again shortly."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(STORE_UNAVAILABLE, message, retry_after=1)

@@ -1,0 +1,71 @@
+"""API keys (``API_KEYS``, ``ADMIN_KEYS``): who a request acts for.
+
+Every key is compared in constant time, all of them each time; no key is ever echoed or
+stored.  What stands for a key wherever it must be remembered (a session's owner, the
+rate limit's client) is its owner id: HMAC-SHA256 of the key under a fixed, project-wide
+key (:data:`OWNER_KEY`), the first 32 hex digits.  It is the same on every instance and
+after a restart, so ownership holds on Redis; and it is not a plain digest of the key, so
+it cannot be matched against digests of the same keys kept elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from quart_sse import codes
+from quart_sse.models import EVERYONE, Caller
+
+# Paths that need no key even when keys are set (API.md, Configuration).
+PUBLIC_PATHS = frozenset(("/health", "/docs", "/openapi.json", "/demo"))
+PUBLIC_PREFIXES = ("/docs/", "/demo/")
+
+OWNER_KEY = b"quart-sse owner id v1"
+
+NOBODY = Caller(owner="-")
+"""The caller of a public path on a server with keys: owns nothing, sees nothing."""
+
+
+def owner_id(key: str) -> str:
+    """The owner id of an API key (see the module)."""
+    return hmac.new(OWNER_KEY, key.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def is_stream_read(method: str, path: str) -> bool:
+    """``GET /streams/{id}/events``: the one route that may carry its key as ``?access_token=``."""
+    return method in ("GET", "HEAD") and path.startswith("/streams/") and path.endswith("/events")
+
+
+def presented_token(method: str, path: str, authorization: str, access_token: str) -> str:
+    """The key a request presents: ``Authorization: Bearer``, or ``?access_token=`` on a stream read."""
+    token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+    if not token and is_stream_read(method, path):
+        token = access_token
+    return token
+
+
+class Keys:
+    """The keys of ``API_KEYS`` and ``ADMIN_KEYS`` (admin keys are valid keys too)."""
+
+    def __init__(self, api_keys: tuple[str, ...], admin_keys: tuple[str, ...] = ()) -> None:
+        self._keys = [
+            (key.encode(), Caller(owner_id(key), False)) for key in api_keys if key not in admin_keys
+        ]
+        self._keys += [(key.encode(), Caller(owner_id(key), True)) for key in admin_keys]
+        self.enabled = bool(self._keys)
+
+    def caller(self, method: str, path: str, authorization: str, access_token: str) -> Caller:
+        """Who the request acts for; 401 ``unauthorized`` unless it may pass (no keys are
+        set, a public path, or a valid key)."""
+        if not self.enabled:
+            return EVERYONE
+        presented = presented_token(method, path, authorization, access_token).encode()
+        found = NOBODY
+        for key, caller in self._keys:  # every key compared, each in constant time
+            if hmac.compare_digest(presented, key):
+                found = caller
+        if found is NOBODY and not (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)):
+            raise codes.Refused(
+                codes.UNAUTHORIZED, "a valid API key is needed: send 'Authorization: Bearer <key>'"
+            )
+        return found

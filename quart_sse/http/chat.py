@@ -1,0 +1,135 @@
+"""Starting a generation from a chat request: strict validation, API.md's order of checks.
+
+Shared by the edge's ``POST /chat`` and ``POST /chat/stream``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from quart_sse import codes
+from quart_sse.engine import Engine, Generation
+from quart_sse.http.limits import NO_SLOT, Client, Limits, StreamSlot
+from quart_sse.ids import new_id
+from quart_sse.models import EVERYONE, Caller, now_iso
+
+_MISSING: Any = object()
+
+
+def _bad(code: str, message: str) -> codes.Refused:
+    return codes.Refused(code, message)
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a string" if isinstance(value, str) else "null"
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a string with a lone surrogate, which JSON's ``\\udXXX`` escapes allow
+    and UTF-8 cannot carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_chat_body(raw: bytes, max_chars: int) -> tuple[str, str | None]:
+    """The message and session id of a chat request body, validated strictly (no coercion)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _bad(codes.INVALID_JSON, "the request body is not JSON") from None
+    except RecursionError:  # nested past Python's recursion limit (~1,000 deep)
+        raise _bad(codes.INVALID_JSON, "the request body is JSON nested too deep") from None
+    if not isinstance(body, dict):
+        raise _bad(codes.INVALID_REQUEST, "the request body must be a JSON object")
+    message = body.get("message", _MISSING)
+    if message is _MISSING:
+        raise _bad(codes.INVALID_REQUEST, "field 'message' is missing")
+    if not isinstance(message, str):
+        raise _bad(codes.INVALID_REQUEST, f"field 'message' must be a string, not {_json_type(message)}")
+    session_id = body.get("session_id")
+    if session_id is not None and not isinstance(session_id, str):
+        raise _bad(
+            codes.INVALID_REQUEST,
+            f"field 'session_id' must be a string or null, not {_json_type(session_id)}",
+        )
+    for name, value in (("message", message), ("session_id", session_id)):
+        if isinstance(value, str) and not _is_unicode(value):
+            raise _bad(
+                codes.INVALID_REQUEST,
+                f"field {name!r} is not valid Unicode (a lone surrogate: a string cut inside an emoji?)",
+            )
+    if session_id == "":
+        raise _bad(codes.INVALID_REQUEST, "field 'session_id' is an empty string: omit it or send null")
+    if not message.strip():
+        raise _bad(codes.EMPTY_MESSAGE, "field 'message' is empty")
+    if len(message) > max_chars:
+        raise codes.Refused(
+            codes.MESSAGE_TOO_LONG,
+            f"field 'message' has {len(message)} characters; the limit is {max_chars}",
+        )
+    return message, session_id
+
+
+def body_too_large(limit: int) -> codes.Refused:
+    return codes.Refused(
+        codes.BODY_TOO_LARGE, f"the request body is larger than {limit} bytes (MAX_BODY_BYTES)"
+    )
+
+
+async def start_generation(
+    engine: Engine,
+    limits: Limits,
+    raw: bytes,
+    client: Client,
+    caller: Caller = EVERYONE,
+    slot: StreamSlot = NO_SLOT,
+) -> Generation:
+    """Every check of API.md's order after 401 (done first, by the edge), then the generation.
+
+    A session that ``caller`` may not see is answered as an unknown one (404).
+
+    The per-client limits come last, with the server's capacity (429/503): ``slot`` (the
+    stream response the caller will open, if any) is taken, then one message is counted
+    against RATE_LIMIT; on any refusal the slot is given back and nothing is counted.
+    """
+    settings = engine.settings
+    message, session_id = parse_chat_body(raw, settings.max_message_chars)
+    store = engine.store
+    session = None
+    if session_id is not None:
+        session = await store.get_session(session_id)
+        if session is None or not caller.sees(session.owner):
+            raise codes.SessionNotFound(session_id)
+        if session.generating is not None:
+            raise codes.GenerationRunning(session_id, session.generating)
+    generations = engine.generations
+    if not generations.accepting:
+        raise codes.Refused(codes.SHUTTING_DOWN, "the server is shutting down; try again", retry_after=2)
+    if generations.at_capacity():
+        raise codes.Refused(
+            codes.CAPACITY,
+            f"{settings.max_streams} streams are generating (MAX_STREAMS); try again",
+            retry_after=2,
+        )
+    slot.acquire()
+    try:
+        await limits.take_message(client)
+        if session is None:
+            session = await store.create_session(new_id(), engine.provider.model, now_iso(), caller.owner)
+            engine.stats.sessions_created += 1
+        return await generations.start(session, message, client.address)
+    except BaseException:
+        slot.release()
+        raise

@@ -1,0 +1,279 @@
+"""The HTTP edge: one ASGI layer around everything, and the chat routes as its own.
+
+Every request passes here once, in API.md's order: counted; a CORS preflight answered;
+the API key checked (401); the client identified (for the limits, and for the routes as
+``scope["quart_sse.client"]``).  Then a small routing table: the three chat routes are
+served here, on ASGI directly; every other request goes to the Quart app (sessions,
+cancel, system, demo, docs), whose errors the same renderer answers
+(:mod:`quart_sse.http.errors`).
+
+Why the chat routes skip Quart: ``POST /chat/stream`` and ``GET /streams/{id}/events`` hold
+their connection for as long as the answer lasts, so what each costs per stream counts
+ten thousand times.  Quart's request machinery (two tasks, request and response objects,
+contexts, hooks) costs about 10 KB and a few hundred microseconds per stream; here the
+only per-stream extra is one small task that waits for the client's disconnect and
+cancels the response.  ``POST /chat`` shares their validation and order of checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from quart_sse import codes
+from quart_sse.engine import Engine, events_url
+from quart_sse.http.auth import Keys
+from quart_sse.http.chat import body_too_large, start_generation
+from quart_sse.http.cors import CORS
+from quart_sse.http.errors import send_error
+from quart_sse.http.limits import NO_SLOT, Client, Limits, StreamSlot
+from quart_sse.http.scope import ASGIApp, Headers, Receive, Scope, Send, header, query
+from quart_sse.models import EVERYONE, StreamInfo
+from quart_sse.sse import parse_last_event_id
+
+Handler = Callable[["Edge", Scope, Receive, Send, dict[str, str]], Awaitable[None]]
+
+log = logging.getLogger("quart_sse.http")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+CLIENT = "quart_sse.client"
+"""The scope key under which the edge leaves the request's :class:`~quart_sse.http.limits.Client`."""
+CALLER = "quart_sse.caller"
+"""The scope key under which the edge leaves who the request acts for (:class:`~quart_sse.models.Caller`)."""
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body; 413 past ``limit`` bytes (declared or received)."""
+    length = header(scope, b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise body_too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(limit)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+class Edge:
+    """ASGI: identity, auth, CORS, counting and errors for every request; the chat routes."""
+
+    def __init__(self, app: ASGIApp, engine: Engine, limits: Limits) -> None:
+        self.app = app
+        self.engine = engine
+        self.limits = limits
+        self.stats = engine.stats
+        self.keys = Keys(engine.settings.api_keys, engine.settings.admin_keys)
+        self.cors = CORS(engine.settings.cors_origins)
+        engine.counters.append(limits.debug_counts)
+
+    # The routing table: path pattern, then method -> handler.
+    ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = ()
+
+    def route(self, method: str, path: str) -> tuple[dict[str, Handler], dict[str, str]] | None:
+        for pattern, methods in self.ROUTES:
+            match = pattern.fullmatch(path)
+            if match is not None:
+                return methods, match.groupdict()
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        cors = self.cors.headers(scope) if self.cors.enabled else []
+        preflight = self.cors.preflight(scope) if cors else None
+        if preflight is not None:
+            self.stats.requests_total += 1
+            self.stats.requests_ok += 1
+            await send({"type": "http.response.start", "status": 204, "headers": preflight})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        method, path = scope["method"], scope["path"]
+        found = self.route(method, path)
+        if found is None:
+            try:
+                self._admit(scope, method, path)
+            except codes.Refused as error:
+                self.stats.requests_total += 1
+                self.stats.requests_failed += 1
+                return await send_error(send, error, cors)
+            return await self._quart(scope, receive, send, cors)
+        methods, params = found
+        stats = self.stats
+        stats.requests_total += 1
+        try:
+            self._admit(scope, method, path)
+            handler = methods.get(method)
+            if handler is None:
+                allow = ", ".join(methods)
+                cors = [*cors, (b"allow", allow.encode())]
+                raise codes.Refused(codes.METHOD_NOT_ALLOWED, f"{path} takes {allow}")
+            await handler(self, scope, receive, send, params)
+        except codes.Refused as error:
+            stats.requests_failed += 1
+            await send_error(send, error, cors)
+        except Exception:
+            stats.requests_failed += 1
+            log.exception("unhandled error in %s %s", method, path)
+            with contextlib.suppress(Exception):  # unless the response has begun
+                await send_error(send, codes.Refused(codes.INTERNAL, "internal server error"), cors)
+        else:
+            stats.requests_ok += 1
+
+    def _admit(self, scope: Scope, method: str, path: str) -> None:
+        """401 unless the request presents a valid key (where one is needed); then who it is;
+        then 413 for a body declared larger than ``MAX_BODY_BYTES``, on every route."""
+        caller = EVERYONE
+        if self.keys.enabled:
+            caller = self.keys.caller(method, path, header(scope, b"authorization") or "", self._token(scope))
+        scope[CALLER] = caller
+        scope[CLIENT] = self.limits.identify(scope, caller)
+        length = header(scope, b"content-length")
+        limit = self.engine.settings.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise body_too_large(limit)
+
+    @staticmethod
+    def _token(scope: Scope) -> str:
+        return query(scope).get("access_token", "") if scope.get("query_string") else ""
+
+    async def _quart(self, scope: Scope, receive: Receive, send: Send, cors: Headers) -> None:
+        """Any other route: the Quart app, its answer counted (and given CORS headers)."""
+        stats = self.stats
+
+        async def counted(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                stats.requests_total += 1
+                if message["status"] >= 400:
+                    stats.requests_failed += 1
+                else:
+                    stats.requests_ok += 1
+                if cors:
+                    message = {**message, "headers": [*message.get("headers", ()), *cors]}
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+    # The chat routes -------------------------------------------------------------------------
+
+    async def chat(self, scope: Scope, receive: Receive, send: Send, params: dict[str, str]) -> None:
+        """``POST /chat``: 202 with the stream to read (for EventSource clients)."""
+        engine = self.engine
+        raw = await read_body(scope, receive, engine.settings.max_body_bytes)
+        generation = await start_generation(engine, self.limits, raw, scope[CLIENT], scope[CALLER])
+        stream_id = generation.stream_id
+        body = json.dumps(
+            {"session_id": generation.session_id, "stream_id": stream_id, "events_url": events_url(stream_id)}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send(
+            {"type": "http.response.start", "status": 202, "headers": headers + self.cors.headers(scope)}
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def chat_stream(self, scope: Scope, receive: Receive, send: Send, params: dict[str, str]) -> None:
+        """``POST /chat/stream``: start a generation and answer with its stream."""
+        engine = self.engine
+        raw = await read_body(scope, receive, engine.settings.max_body_bytes)
+        client: Client = scope[CLIENT]
+        slot = self.limits.slot(client)
+        generation = await start_generation(engine, self.limits, raw, client, scope[CALLER], slot)
+        info = StreamInfo(generation.stream_id, generation.session_id, False, 0, owner=scope[CALLER].owner)
+        await self._respond(scope, receive, send, info, 0, slot)
+
+    async def stream_events(self, scope: Scope, receive: Receive, send: Send, params: dict[str, str]) -> None:
+        """``GET /streams/{id}/events``: replay after ``Last-Event-ID``, then live; 204 when
+        nothing follows."""
+        engine = self.engine
+        stream_id = params["stream_id"]
+        await read_body(scope, receive, engine.settings.max_body_bytes)  # a GET's (empty) body
+        raw = header(scope, b"last-event-id")
+        if raw is None:
+            raw = query(scope).get("last_event_id")
+        try:
+            after = parse_last_event_id(raw) or 0
+        except ValueError as exc:
+            raise codes.Refused(codes.INVALID_LAST_EVENT_ID, f"malformed Last-Event-ID: {exc}") from None
+        info = await engine.store.get_stream(stream_id)
+        if info is None or not scope[CALLER].sees(info.owner):
+            raise codes.StreamNotFound(stream_id)
+        if info.finished and after >= info.last_id:
+            # Nothing follows: 204 tells an EventSource to stop reconnecting.
+            await send({"type": "http.response.start", "status": 204, "headers": self.cors.headers(scope)})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        if scope["method"] == "HEAD":  # the answer GET would give, without its body
+            headers = SSE_HEADERS + self.cors.headers(scope)
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        slot = self.limits.slot(scope[CLIENT])
+        slot.acquire()  # 429 past MAX_STREAMS_PER_CLIENT
+        await self._respond(scope, receive, send, info, after, slot)
+
+    async def _respond(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        info: StreamInfo,
+        after: int,
+        slot: StreamSlot = NO_SLOT,
+    ) -> None:
+        """The SSE response; a disconnect cancels it at once, wherever it waits.
+
+        ``slot`` (the client's place under MAX_STREAMS_PER_CLIENT) is released when it ends.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        def disconnected(_: object) -> None:
+            nonlocal gone
+            gone = True
+            task.cancel()
+
+        # After the request body, the next ASGI message can only be the disconnect.
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(disconnected)
+        headers = SSE_HEADERS + self.cors.headers(scope) if self.cors.enabled else SSE_HEADERS
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await self.engine.stream(send, info, after)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+        finally:
+            slot.release()
+            watcher.remove_done_callback(disconnected)
+            watcher.cancel()
+
+
+Edge.ROUTES = (
+    (re.compile(r"/chat"), {"POST": Edge.chat}),
+    (re.compile(r"/chat/stream"), {"POST": Edge.chat_stream}),
+    (
+        re.compile(r"/streams/(?P<stream_id>[^/]+)/events"),
+        {"GET": Edge.stream_events, "HEAD": Edge.stream_events},
+    ),
+)
+
+PATHS = ("POST /chat", "POST /chat/stream", "GET /streams/<stream_id>/events")
+"""The edge's routes, as Quart lists its own (for GET /)."""

@@ -1,0 +1,219 @@
+"""How a body reaches its client (quart_sse.engine.transport): ASGI, or Hypercorn's socket.
+
+Real parts: ASGITransport, DirectTransport, open_transport, direct_support, h11's own chunk
+writer (the framing DirectTransport must match); fake: the ASGI send and the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import h11
+import pytest
+from h11._writers import ChunkedWriter
+
+from quart_sse.engine import transport as transport_module
+from quart_sse.engine.transport import (
+    DIRECT,
+    DIRECT_REASON,
+    TESTED,
+    ASGITransport,
+    DirectTransport,
+    _set_user_timeout,
+    direct_support,
+    open_transport,
+)
+
+
+class Sink:
+    """An ASGI ``send``: records the messages."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+
+class FakeSocket(asyncio.WriteTransport):
+    def __init__(self, unsent: int = 0, sock: socket.socket | None = None) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.unsent = unsent
+        self.closing = False
+        self.aborted = False
+        self.sock = sock
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.sock if name == "socket" else default
+
+
+def h11_chunk(data: bytes) -> bytes:
+    """What h11 itself writes for one body message of a chunked response."""
+    out: list[bytes] = []
+    ChunkedWriter()(h11.Data(data=data), out.append)
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("send_timeout", [None, 5.0])
+async def test_a_plain_asgi_send_gets_the_asgi_transport(send_timeout):
+    sink = Sink()
+    transport = open_transport(sink.send, send_timeout)
+    assert type(transport) is ASGITransport and transport.direct is False
+    assert transport.write(b"data: x\n\n") is False  # the caller must send
+    assert sink.messages == []
+    await transport.send(b"data: x\n\n")
+    assert sink.messages == [{"type": "http.response.body", "body": b"data: x\n\n", "more_body": True}]
+    assert transport.stalled_for(123.0) == 0.0
+    transport.abort()  # nothing to abort through ASGI
+    assert len(sink.messages) == 1
+
+
+async def test_a_send_of_another_server_falls_back_to_asgi_even_when_direct_is_possible(monkeypatch):
+    monkeypatch.setattr(transport_module, "DIRECT", True)
+
+    class OtherServer:
+        async def send(self, message: dict[str, Any]) -> None:
+            raise AssertionError("not called")
+
+    assert type(open_transport(OtherServer().send)) is ASGITransport
+    assert type(open_transport(Sink().send)) is ASGITransport
+
+
+def test_direct_support_says_whether_and_why():
+    supported, reason = direct_support()
+    assert isinstance(supported, bool) and isinstance(reason, str) and reason
+    assert (supported, reason) == (DIRECT, DIRECT_REASON)
+    tested = all(version(name).startswith(tuple(s + "." for s in TESTED[name])) for name in TESTED)
+    assert supported is tested
+    if supported:
+        assert reason == f"hypercorn {version('hypercorn')}, h11 {version('h11')}"
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [
+        (
+            {"hypercorn": "0.99.1", "h11": "0.16.0"},
+            (False, "hypercorn 0.99.1 is not a tested release (0.17, 0.18)"),
+        ),
+        (
+            {"hypercorn": "0.17.3", "h11": "0.13.0"},
+            (False, "h11 0.13.0 is not a tested release (0.14, 0.15, 0.16)"),
+        ),
+        (
+            {"hypercorn": "0.170.1", "h11": "0.16.0"},
+            (False, "hypercorn 0.170.1 is not a tested release (0.17, 0.18)"),
+        ),
+        ({"hypercorn": "0.17.3"}, (False, "h11 is not installed")),
+        ({"hypercorn": "0.18", "h11": "0.16.0"}, (True, "hypercorn 0.18, h11 0.16.0")),
+    ],
+)
+def test_direct_support_refuses_untested_or_missing_releases(monkeypatch, installed, expected):
+    def fake_version(name: str) -> str:
+        if name not in installed:
+            raise PackageNotFoundError(name)
+        return str(installed[name])
+
+    monkeypatch.setattr(transport_module, "version", fake_version)
+    assert direct_support() == expected
+
+
+def test_direct_support_needs_hypercorns_classes(monkeypatch):
+    monkeypatch.setattr(
+        transport_module, "version", lambda name: {"hypercorn": "0.18.0", "h11": "0.16.0"}[name]
+    )
+    monkeypatch.setattr(transport_module, "HTTPStream", None)
+    assert direct_support() == (False, "Hypercorn's HTTP/1.1 classes are not where they were")
+
+
+@pytest.mark.parametrize("size", [1, 9, 10, 15, 16, 255, 300, 4096, 70_000])
+def test_direct_writes_are_framed_as_h11_frames_a_chunk(size):
+    sock = FakeSocket()
+    transport = DirectTransport(Sink().send, sock, limit=100)
+    data = bytes(i % 251 for i in range(size))
+    assert transport.direct is True
+    assert transport.write(data) is True
+    assert sock.writes == [b"%x\r\n%b\r\n" % (size, data)] == [h11_chunk(data)]
+
+
+def test_a_direct_write_of_text_is_hex_sized():
+    sock = FakeSocket()
+    transport = DirectTransport(Sink().send, sock, limit=100)
+    assert transport.write(b"hello") and transport.write(b": ping\n\n")
+    assert sock.writes == [b"5\r\nhello\r\n", b"8\r\n: ping\n\n\r\n"]
+
+
+def test_an_empty_direct_write_does_not_end_the_body():
+    sock = FakeSocket()
+    DirectTransport(Sink().send, sock, limit=100).write(b"")
+    assert b"".join(sock.writes) == h11_chunk(b"") == b""
+
+
+def test_direct_writes_are_refused_when_the_socket_is_closing_or_over_the_limit():
+    sock = FakeSocket(unsent=100)
+    sink = Sink()
+    transport = DirectTransport(sink.send, sock, limit=100)
+    assert transport.write(b"a") is True  # at the limit: taken
+    sock.unsent = 101
+    assert transport.write(b"b") is False  # over it: the caller sends through ASGI, which waits
+    sock.unsent = 0
+    sock.closing = True
+    assert transport.write(b"c") is False
+    assert sock.writes == [b"1\r\na\r\n"] and sink.messages == []
+
+
+async def test_a_direct_transport_still_sends_through_asgi():
+    sink = Sink()
+    sock = FakeSocket()
+    await DirectTransport(sink.send, sock, limit=100).send(b"x")
+    assert sink.messages == [{"type": "http.response.body", "body": b"x", "more_body": True}]
+    assert sock.writes == []
+
+
+def test_stalled_for_is_how_long_the_unsent_bytes_have_not_shrunk():
+    sock = FakeSocket()
+    transport = DirectTransport(Sink().send, sock, limit=100)
+    assert transport.stalled_for(10.0) == 0.0  # nothing unsent
+    sock.unsent = 500
+    assert transport.stalled_for(11.0) == 0.0  # unsent from now on
+    assert transport.stalled_for(15.0) == 4.0
+    sock.unsent = 800  # more queued, none sent: still stalled since 11
+    assert transport.stalled_for(16.0) == 5.0
+    sock.unsent = 300  # the client read some: the clock starts again
+    assert transport.stalled_for(17.0) == 0.0
+    assert transport.stalled_for(20.0) == 3.0
+    sock.unsent = 0
+    assert transport.stalled_for(30.0) == 0.0
+    sock.unsent = 10
+    assert transport.stalled_for(31.0) == 0.0 and transport.stalled_for(33.0) == 2.0
+
+
+def test_abort_resets_the_socket():
+    sock = FakeSocket()
+    DirectTransport(Sink().send, sock, limit=100).abort()
+    assert sock.aborted
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="TCP_USER_TIMEOUT is Linux's")
+@pytest.mark.parametrize(("seconds", "ms"), [(2.5, 2500), (30.0, 30_000), (0.0001, 1)])
+def test_the_send_timeout_becomes_the_sockets_user_timeout(seconds, ms):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        _set_user_timeout(FakeSocket(sock=sock), seconds)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == ms
+    _set_user_timeout(FakeSocket(), 2.5)  # no socket (a test transport): nothing to set
