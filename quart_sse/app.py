@@ -48,8 +48,9 @@ def create_app(
     engine = Engine(settings, store, provider, on_start=console.stream_started, on_end=console.stream_ended)
     limits = Limits(settings)
 
-    app = Quart("quart_sse")
+    app = Quart("quart_sse", static_folder=None)  # the demo's assets have a route of their own
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["BODY_TIMEOUT"] = settings.body_timeout
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/docs/assets/swagger-ui-bundle.js"
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/docs/assets/swagger-ui.css"
     QuartSchema(

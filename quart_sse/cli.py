@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from quart_sse.workers import Workers, listen
 
     level = args.log_level or settings.log_level
-    setup_logging(level)
+    setup_logging(level, message_text=settings.log_message_text)
     port = args.port if args.port is not None else settings.port
     binds = args.bind or [f"{args.host}:{port}"]
     if args.worker is None:
@@ -129,6 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             banner(settings, rt.provider.model, rt.provider.name, rt.store.name, where)
         # ``where`` may be fd://N: say what the socket really is.
         address = ", ".join(_address(sock.getsockname()) for sock in sockets)
+        if not (settings.api_keys or settings.admin_keys) and not all(_loopback(s) for s in sockets):
+            log.warning(
+                "listening on %s without API_KEYS: anyone who reaches this port can read and delete "
+                "every conversation; set API_KEYS=<key>,<key> (and ADMIN_KEYS for operators)",
+                address,
+            )
         if workers > 1:
             log.info("listening on %s (pid %d); starting %d workers", address, os.getpid(), workers)
             child_args = ["--workers", "1"]
@@ -139,6 +147,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Hypercorn takes the sockets over (and closes them).
         binds = [f"fd://{sock.detach()}" for sock in sockets]
     return serve_app(app, settings, binds, level, args.worker)
+
+
+def _loopback(sock: socket.socket) -> bool:
+    """Whether ``sock`` listens on a loopback address (or a Unix socket) only."""
+    name = sock.getsockname()
+    if not isinstance(name, tuple):
+        return True
+    try:
+        return ipaddress.ip_address(name[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _address(name: object) -> str:

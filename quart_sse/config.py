@@ -71,6 +71,15 @@ def _names(setting: Field[Any]) -> tuple[str, ...]:
     return setting.metadata["env"] or (setting.name.upper(),)
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} has value {raw!r}: expected 1 or 0 (true or false)")
+
+
 def _keys(name: str, raw: str) -> tuple[str, ...]:
     """Comma-separated bearer keys; a value with no key in it (``,``) would leave the server open."""
     keys = _words(name, raw)
@@ -121,6 +130,11 @@ class Settings:
     trusted_proxies: tuple[str, ...] = _setting((), _words)
     cors_origins: tuple[str, ...] = _setting((), _words)
     admin_keys: tuple[str, ...] = _setting((), _keys, secret=True)
+    log_message_text: bool = _setting(False, _flag)
+    redis_timeout: float = _setting(2.0, _number(float, minimum=0.05))
+    body_timeout: float = _setting(60.0, _number(float, minimum=0.1))
+    max_session_messages: int = _setting(1000, _number(int, minimum=2))
+    context_max_chars: int = _setting(200_000, _positive_int)
 
     @property
     def model_name(self) -> str:

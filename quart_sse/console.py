@@ -1,6 +1,13 @@
 """Console output in the spirit of the original design: a banner, and a box per stream.
 
 Boxes are printed at INFO; a line per chunk only at DEBUG (``--log-level debug``).
+
+Text that comes from users or models is never read as Rich markup (it goes in as
+:class:`rich.text.Text`) and never reaches the operator's terminal raw: control characters,
+escape sequences and bidirectional overrides are shown as escapes (:func:`printable`).  A
+box shows a short preview of the user's message only on a terminal, as the original
+design does; logs that are not a terminal (a PaaS log drain) carry no message text unless
+``LOG_MESSAGE_TEXT`` asks for it.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from quart_sse.config import Settings
 from quart_sse.engine import Generation, Outcome
@@ -22,9 +30,28 @@ from quart_sse.engine import Generation, Outcome
 _TTY = sys.stdout.isatty()
 console = Console(highlight=False, width=None if _TTY else 120)
 log = logging.getLogger("quart_sse")
+_show_text = _TTY
+
+# C0 and C1 controls, DEL, and the bidirectional overrides and isolates (CVE-2021-42574):
+# shown as Python-style escapes.
+_UNSAFE = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
 
 
-def setup_logging(level: str) -> None:
+def printable(text: str) -> str:
+    """``text`` as it may be shown on a terminal: control characters and escapes made visible
+    (``\\x1b``), lone surrogates replaced, nothing else changed."""
+    text = text.translate(_UNSAFE)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def setup_logging(level: str, *, message_text: bool = False) -> None:
+    """Log at ``level``: through Rich on a terminal, plain lines elsewhere; ``message_text``
+    (``LOG_MESSAGE_TEXT``) shows message previews in logs that are not a terminal."""
+    global _show_text
+    _show_text = _TTY or message_text
     handler: logging.Handler
     if _TTY:
         handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
@@ -41,23 +68,23 @@ def _clock() -> str:
     return datetime.now().strftime("%H:%M:%S.%f")[:-3]
 
 
-def _grid(rows: list[tuple[str, str]]) -> Table:
+def _grid(rows: list[tuple[str, str | Text]]) -> Table:
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(f"{key}:", value)
+        table.add_row(f"{key}:", value if isinstance(value, Text) else Text(printable(value)))
     return table
 
 
 def banner(settings: Settings, model: str, provider: str, store: str, address: str) -> None:
     offline = provider == "simulated"
-    model_line = (
-        f"{model} [yellow](built-in offline model: no network, no key)[/]"
-        if offline
-        else f"{model} ({provider})"
-    )
-    rows = [
+    model_line = Text(printable(model))
+    if offline:
+        model_line.append(" (built-in offline model: no network, no key)", style="yellow")
+    else:
+        model_line.append(f" ({provider})")
+    rows: list[tuple[str, str | Text]] = [
         ("Model", model_line),
         ("Framework", "Quart + Hypercorn"),
         ("Store", store),
@@ -75,13 +102,14 @@ def banner(settings: Settings, model: str, provider: str, store: str, address: s
 def stream_started(generation: Generation, active: int) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
-    rows = [
+    rows: list[tuple[str, str | Text]] = [
         ("Client IP", generation.client),
         ("Session", generation.session_id[:8] + "…"),
         ("Stream", generation.stream_id[:8] + "…"),
-        ("Message", f'"{generation.message_preview}"'),
-        ("Active Streams", str(active)),
     ]
+    if _show_text:
+        rows.append(("Message", f'"{generation.message_preview}"'))
+    rows.append(("Active Streams", str(active)))
     console.print(
         Panel(
             _grid(rows),
@@ -97,7 +125,7 @@ def stream_ended(generation: Generation, outcome: Outcome, active: int) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     ok = outcome.status == "complete"
-    rows = [
+    rows: list[tuple[str, str | Text]] = [
         ("Session", generation.session_id[:8] + "…"),
         ("Total Chunks", str(outcome.chunks)),
         ("Total Time", f"{outcome.seconds:.3f}s"),

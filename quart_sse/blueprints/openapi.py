@@ -37,14 +37,22 @@ _EDGE_DOCS = {
 EVENT_ID_PATTERN = "^[0-9]{0,18}$"
 """The event ids this server issues (quart_sse.sse); anything else is a 400."""
 
-CHAT_ERRORS = (400, 401, 404, 409, 413, 429, 503)
-"""The refusals of the two chat routes, in API.md's order (401 only with API_KEYS set)."""
+CHAT_ERRORS = (400, 401, 404, 408, 409, 413, 429, 503)
+"""The refusals of the chat routes, in API.md's order (401 only with API_KEYS set)."""
 
 
 class SSEOpenAPIProvider(OpenAPIProvider):
-    """quart-schema's generator, plus the two streaming routes served in front of Quart."""
+    """quart-schema's generator, plus the edge's chat routes; built once (the routes do not
+    change once the app serves), not on every request of /openapi.json."""
+
+    _built: dict[str, Any] | None = None
 
     def schema(self) -> dict[str, Any]:
+        if self._built is None:
+            self._built = self._schema()
+        return self._built
+
+    def _schema(self) -> dict[str, Any]:
         from quart_schema.conversion import model_schema
 
         from quart_sse.blueprints import schemas

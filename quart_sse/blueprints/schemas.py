@@ -61,6 +61,8 @@ class SessionSummary:
 class SessionList:
     sessions: list[SessionSummary]
     count: int
+    scope: Literal["own", "all"] = "own"
+    """``own``: the caller's sessions; ``all``: every session (an admin key, or no API_KEYS)."""
 
 
 @dataclass

@@ -54,7 +54,11 @@ async def list_sessions() -> dict[str, object]:
         }
         for s in sessions
     ]
-    return {"sessions": items, "count": len(items)}
+    return {
+        "sessions": items,
+        "count": len(items),
+        "scope": "all" if who.admin or who.owner is None else "own",
+    }
 
 
 @bp.get("/sessions/<session_id>")

@@ -9,7 +9,7 @@ from quart import Blueprint
 from quart_schema import document_response
 
 from quart_sse import codes
-from quart_sse.blueprints import engine
+from quart_sse.blueprints import caller, engine
 from quart_sse.blueprints.schemas import CancelResult, ErrorBody
 
 bp = Blueprint("streams", __name__)
@@ -25,7 +25,8 @@ async def cancel_stream(stream_id: str) -> dict[str, object]:
     ``cancelled`` is false when the generation had already ended.
     """
     rt = engine()
-    if stream_id not in rt.generations.running and await rt.store.get_stream(stream_id) is None:
+    info = await rt.store.get_stream(stream_id)
+    if info is None or not caller().sees(info.owner):
         raise codes.StreamNotFound(stream_id)
     cancelled = await rt.generations.cancel(stream_id)
     return {"stream_id": stream_id, "cancelled": cancelled}

@@ -28,6 +28,35 @@ log = logging.getLogger("quart_sse.engine")
 QUEUE_SIZE = 256
 """Frames a generation may have queued before it waits for the log writer."""
 
+REPLACEMENT = "\ufffd"
+
+
+def split_surrogates(text: str, final: bool) -> tuple[str, str]:
+    """(held, ready): text a model sent with surrogates made valid UTF-8.
+
+    A high surrogate at the end is held for the next piece (an upstream that writes UTF-16
+    escapes can split a pair across two pieces), unless the piece is the last; pairs are
+    joined, and every surrogate still alone becomes U+FFFD.
+    """
+    held = ""
+    if not final and "\ud800" <= text[-1] <= "\udbff":
+        held, text = text[-1], text[:-1]
+    return held, text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def latest_that_fit(history: list[Message], budget: int) -> list[Message]:
+    """The latest messages of ``history`` whose contents fit in ``budget`` characters
+    (``CONTEXT_MAX_CHARS``); the last one (the user's new message) always goes."""
+    used = 0
+    start = len(history)
+    while start > 0:
+        size = len(history[start - 1].content)
+        if used + size > budget and start < len(history):
+            break
+        used += size
+        start -= 1
+    return history[start:]
+
 
 def events_url(stream_id: str) -> str:
     return f"/streams/{stream_id}/events"
@@ -53,6 +82,7 @@ class Generation:
         "channel",
         "chunks",
         "client",
+        "client_key",
         "finishing",
         "message_preview",
         "session_id",
@@ -61,11 +91,20 @@ class Generation:
         "task",
     )
 
-    def __init__(self, stream_id: str, session_id: str, channel: Channel, client: str, preview: str) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        session_id: str,
+        channel: Channel,
+        client: str,
+        preview: str,
+        client_key: str = "",
+    ) -> None:
         self.stream_id = stream_id
         self.session_id = session_id
         self.channel = channel
         self.client = client
+        self.client_key = client_key
         self.message_preview = preview
         self.task: asyncio.Task[None] | None = None
         self.cancel_code: str | None = None
@@ -109,6 +148,7 @@ class Generations:
         self.stats = stats
         self.running: dict[str, Generation] = {}
         self.by_session: dict[str, Generation] = {}
+        self.by_client: dict[str, int] = {}  # client key -> generations running
         self.accepting = True
         self._on_start = on_start
         self._on_end = on_end
@@ -124,8 +164,13 @@ class Generations:
     def at_capacity(self) -> bool:
         return len(self.running) >= self.settings.max_streams
 
-    async def start(self, session: Session, message: str, client: str) -> Generation:
-        """Begin answering ``message`` in ``session``; the caller has made every check.
+    def running_for(self, client_key: str) -> int:
+        """How many generations of the client ``client_key`` run here."""
+        return self.by_client.get(client_key, 0)
+
+    async def start(self, session: Session, message: str, client: str, client_key: str = "") -> Generation:
+        """Begin answering ``message`` in ``session`` for ``client`` (an address, for the
+        console; ``client_key``: who it counts against); the caller has made every check.
 
         Raises ``GenerationRunning`` if another request took the session's slot first,
         ``SessionNotFound`` if the session went meanwhile.
@@ -135,14 +180,16 @@ class Generations:
         await self.store.begin_generation(session.session_id, stream_id, first)
         preview = message if len(message) <= 80 else message[:79] + "…"
         channel = self.writer.open(stream_id, QUEUE_SIZE)
-        generation = Generation(stream_id, session.session_id, channel, client, preview)
+        generation = Generation(stream_id, session.session_id, channel, client, preview, client_key)
         self.running[stream_id] = generation
         self.by_session[session.session_id] = generation
+        self.by_client[client_key] = self.by_client.get(client_key, 0) + 1
         self.stats.streams_started += 1
         self.stats.streams_active += 1
         history = list(session.messages)
         if not history or history[-1] is not first:  # a store that keeps no live Session object
             history.append(first)
+        history = latest_that_fit(history, self.settings.context_max_chars)
         generation.task = asyncio.create_task(self._run(generation, history), name=f"generation-{stream_id}")
         if self._on_start is not None:
             self._on_start(generation, len(self.running))
@@ -208,6 +255,7 @@ class Generations:
                     },
                 )
             )
+            held = ""  # a high surrogate that ended the last piece, for the next one
             async for piece in self.provider.stream(history):
                 gen._last_piece = loop.time()
                 if not piece:
@@ -215,12 +263,28 @@ class Generations:
                 if type(piece) is FinishReason:
                     finish_reason = str(piece)
                     continue
+                final = type(piece) is LastPiece
+                text = held + piece if held else str(piece)
+                try:
+                    frame = encode_chunk(event_id + 1, text, number + 1, final)
+                except UnicodeEncodeError:  # surrogates: a pair split across pieces, or lone
+                    held, text = split_surrogates(text, final)
+                    if not text:
+                        continue
+                    frame = encode_chunk(event_id + 1, text, number + 1, final)
+                else:
+                    held = ""
                 number += 1
                 event_id += 1
-                parts.append(piece)
-                await channel.put(encode_chunk(event_id, piece, number, type(piece) is LastPiece), piece)
+                parts.append(text)
+                await channel.put(frame, text)
                 if debug:
-                    log.debug("🌊 [%s] chunk #%d: %r", stream_id[:8], number, piece[:60])
+                    log.debug("🌊 [%s] chunk #%d: %r", stream_id[:8], number, text[:60])
+            if held:  # the model ended on half a pair
+                number += 1
+                event_id += 1
+                parts.append(REPLACEMENT)
+                await channel.put(encode_chunk(event_id, REPLACEMENT, number, False), REPLACEMENT)
             gen.chunks = number
         except asyncio.CancelledError:
             status = gen.cancel_code or codes.INTERRUPTED
@@ -283,6 +347,11 @@ class Generations:
             self.running.pop(gen.stream_id, None)
             if self.by_session.get(gen.session_id) is gen:
                 del self.by_session[gen.session_id]
+            left = self.by_client.get(gen.client_key, 1) - 1
+            if left:
+                self.by_client[gen.client_key] = left
+            else:
+                self.by_client.pop(gen.client_key, None)
             stats.streams_active -= 1
             stats.chunks_sent += chunks
             stats.response_time_total += seconds

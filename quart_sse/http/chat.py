@@ -100,9 +100,11 @@ async def start_generation(
 
     A session that ``caller`` may not see is answered as an unknown one (404).
 
-    The per-client limits come last, with the server's capacity (429/503): ``slot`` (the
-    stream response the caller will open, if any) is taken, then one message is counted
-    against RATE_LIMIT; on any refusal the slot is given back and nothing is counted.
+    The per-client limits come last, then the server's capacity (429, then 503): ``slot``
+    (the stream response the caller will open, if any) is taken, the client's running
+    generations are counted against MAX_STREAMS_PER_CLIENT, then one message is counted
+    against RATE_LIMIT (only once nothing else refuses); on any refusal the slot is given
+    back and nothing is counted.
     """
     settings = engine.settings
     message, session_id = parse_chat_body(raw, settings.max_message_chars)
@@ -114,22 +116,34 @@ async def start_generation(
             raise codes.SessionNotFound(session_id)
         if session.generating is not None:
             raise codes.GenerationRunning(session_id, session.generating)
+        if len(session.messages) + 2 > settings.max_session_messages:
+            raise codes.Refused(
+                codes.SESSION_FULL,
+                f"session {session_id} holds {len(session.messages)} messages; a turn would pass "
+                f"{settings.max_session_messages} (MAX_SESSION_MESSAGES): start a new session",
+            )
     generations = engine.generations
+    unavailable = None
     if not generations.accepting:
-        raise codes.Refused(codes.SHUTTING_DOWN, "the server is shutting down; try again", retry_after=2)
-    if generations.at_capacity():
-        raise codes.Refused(
+        unavailable = codes.Refused(
+            codes.SHUTTING_DOWN, "the server is shutting down; try again", retry_after=2
+        )
+    elif generations.at_capacity():
+        unavailable = codes.Refused(
             codes.CAPACITY,
             f"{settings.max_streams} streams are generating (MAX_STREAMS); try again",
             retry_after=2,
         )
     slot.acquire()
     try:
-        await limits.take_message(client)
+        limits.check_generations(client, generations.running_for(client.key))
+        await limits.take_message(client, count=unavailable is None)
+        if unavailable is not None:
+            raise unavailable
         if session is None:
             session = await store.create_session(new_id(), engine.provider.model, now_iso(), caller.owner)
             engine.stats.sessions_created += 1
-        return await generations.start(session, message, client.address)
+        return await generations.start(session, message, client.address, client.key)
     except BaseException:
         slot.release()
         raise

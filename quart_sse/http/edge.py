@@ -51,11 +51,8 @@ CALLER = "quart_sse.caller"
 """The scope key under which the edge leaves who the request acts for (:class:`~quart_sse.models.Caller`)."""
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body; 413 past ``limit`` bytes (declared or received)."""
-    length = header(scope, b"content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise body_too_large(limit)
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The request body as it arrives; 413 past ``limit`` bytes."""
     parts: list[bytes] = []
     size = 0
     while True:
@@ -149,6 +146,19 @@ class Edge:
         if length is not None and length.isdigit() and int(length) > limit:
             raise body_too_large(limit)
 
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole request body; 413 past ``MAX_BODY_BYTES`` (declared or received), 408
+        when it has not all arrived within ``BODY_TIMEOUT`` seconds."""
+        settings = self.engine.settings
+        try:
+            async with asyncio.timeout(settings.body_timeout):
+                return await read_body(receive, settings.max_body_bytes)
+        except TimeoutError:
+            raise codes.Refused(
+                codes.BODY_TIMEOUT,
+                f"the request body did not arrive within {settings.body_timeout:g} s (BODY_TIMEOUT)",
+            ) from None
+
     @staticmethod
     def _token(scope: Scope) -> str:
         return query(scope).get("access_token", "") if scope.get("query_string") else ""
@@ -175,7 +185,7 @@ class Edge:
     async def chat(self, scope: Scope, receive: Receive, send: Send, params: dict[str, str]) -> None:
         """``POST /chat``: 202 with the stream to read (for EventSource clients)."""
         engine = self.engine
-        raw = await read_body(scope, receive, engine.settings.max_body_bytes)
+        raw = await self._body(scope, receive)
         generation = await start_generation(engine, self.limits, raw, scope[CLIENT], scope[CALLER])
         stream_id = generation.stream_id
         body = json.dumps(
@@ -190,7 +200,7 @@ class Edge:
     async def chat_stream(self, scope: Scope, receive: Receive, send: Send, params: dict[str, str]) -> None:
         """``POST /chat/stream``: start a generation and answer with its stream."""
         engine = self.engine
-        raw = await read_body(scope, receive, engine.settings.max_body_bytes)
+        raw = await self._body(scope, receive)
         client: Client = scope[CLIENT]
         slot = self.limits.slot(client)
         generation = await start_generation(engine, self.limits, raw, client, scope[CALLER], slot)
@@ -202,7 +212,7 @@ class Edge:
         nothing follows."""
         engine = self.engine
         stream_id = params["stream_id"]
-        await read_body(scope, receive, engine.settings.max_body_bytes)  # a GET's (empty) body
+        await self._body(scope, receive)  # a GET's (empty) body
         raw = header(scope, b"last-event-id")
         if raw is None:
             raw = query(scope).get("last_event_id")

@@ -32,7 +32,9 @@ STATUS = {
     codes.STREAM_NOT_FOUND: 404,
     codes.NOT_FOUND: 404,
     codes.METHOD_NOT_ALLOWED: 405,
+    codes.BODY_TIMEOUT: 408,
     codes.GENERATION_RUNNING: 409,
+    codes.SESSION_FULL: 409,
     codes.BODY_TOO_LARGE: 413,
     codes.MESSAGE_TOO_LONG: 413,
     codes.RATE_LIMITED: 429,
@@ -44,7 +46,13 @@ STATUS = {
 }
 """The HTTP status of each refusal code."""
 
-_FRAMEWORK_CODES = {400: codes.INVALID_REQUEST, 404: codes.NOT_FOUND, 405: codes.METHOD_NOT_ALLOWED}
+_FRAMEWORK_CODES = {
+    400: codes.INVALID_REQUEST,
+    404: codes.NOT_FOUND,
+    405: codes.METHOD_NOT_ALLOWED,
+    408: codes.BODY_TIMEOUT,
+    413: codes.BODY_TOO_LARGE,
+}
 
 
 def render(error: codes.Refused) -> tuple[int, Headers, bytes]:

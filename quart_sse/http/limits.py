@@ -23,19 +23,22 @@ the first address that is not a trusted proxy is the client.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
 
 from quart_sse import codes
 from quart_sse.config import Settings
 from quart_sse.http.auth import NOBODY
 from quart_sse.http.scope import header
 from quart_sse.models import EVERYONE, Caller
+
+log = logging.getLogger("quart_sse.http")
 
 PERIOD = 60.0
 """RATE_LIMIT counts messages per this many seconds."""
@@ -55,6 +58,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local allowed_at = tat + interval - period
 if now < allowed_at then return allowed_at - now end
+if ARGV[3] == '1' then return 0 end  -- only asked: nothing counted
 redis.call('SET', KEYS[1], tat + interval, 'PX', tat + interval - now)
 return 0
 """
@@ -90,6 +94,7 @@ class Limits:
         self.max_streams = settings.max_streams_per_client
         self.proxies = _networks(settings.trusted_proxies)
         self.redis_url = settings.redis_url if self.rate else None
+        self.redis_timeout = settings.redis_timeout
         self.interval = PERIOD / self.rate if self.rate else 0.0
         self.streams: dict[str, int] = {}  # client key -> open stream responses
         self._tats: dict[str, float] = {}  # client key -> theoretical arrival time (monotonic)
@@ -106,7 +111,10 @@ class Limits:
             from redis.retry import Retry
 
             self._redis = Redis.from_url(
-                self.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 1)
+                self.redis_url,
+                socket_timeout=self.redis_timeout,
+                socket_connect_timeout=self.redis_timeout,
+                retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
             )
             self._script = self._redis.register_script(_GCRA)
 
@@ -138,19 +146,21 @@ class Limits:
 
     # RATE_LIMIT ----------------------------------------------------------------------------
 
-    async def take_message(self, client: Client) -> None:
-        """Count one message of ``client``, or raise 429 (counting nothing) past RATE_LIMIT."""
+    async def take_message(self, client: Client, *, count: bool = True) -> None:
+        """Count one message of ``client``, or raise 429 (counting nothing) past RATE_LIMIT;
+        with ``count`` false, only raise 429 where counting would."""
         if not self.rate:
             return
         if self._script is not None:
             try:
-                args = [self.interval * 1000, PERIOD * 1000]
+                args = [self.interval * 1000, PERIOD * 1000, "0" if count else "1"]
                 wait_ms = int(await self._script(keys=[PREFIX + client.key], args=args))
             except (RedisError, OSError) as exc:
-                raise codes.StoreUnavailable(f"Redis is unreachable ({type(exc).__name__})") from None
+                log.warning("RATE_LIMIT on Redis: %s: %s", type(exc).__name__, exc)
+                raise codes.StoreUnavailable("the store (Redis) is unreachable; try again shortly") from None
             wait = wait_ms / 1000
         else:
-            wait = self._take_local(client.key)
+            wait = self._take_local(client.key, count)
         if wait > 0:
             raise rate_limited(
                 f"more than {self.rate} messages in a minute from this client (RATE_LIMIT); "
@@ -158,12 +168,12 @@ class Limits:
                 wait,
             )
 
-    def _take_local(self, key: str) -> float:
+    def _take_local(self, key: str, count: bool = True) -> float:
         now = time.monotonic()
         tat = max(self._tats.get(key, now), now)
-        allowed_at = tat + self.interval - PERIOD
-        if now < allowed_at:
-            return allowed_at - now
+        allowed_at = tat - (PERIOD - self.interval)  # exact when interval == PERIOD (RATE_LIMIT=1)
+        if now < allowed_at or not count:
+            return max(allowed_at - now, 0.0)
         self._tats[key] = tat + self.interval
         self._takes += 1
         if self._takes % SWEEP_EVERY == 0:
@@ -171,6 +181,17 @@ class Limits:
         return 0.0
 
     # MAX_STREAMS_PER_CLIENT ------------------------------------------------------------------
+
+    def check_generations(self, client: Client, running: int) -> None:
+        """429 ``too_many_streams`` when ``client`` already has MAX_STREAMS_PER_CLIENT
+        generations running (``running`` of them)."""
+        if self.max_streams and running >= self.max_streams:
+            raise rate_limited(
+                f"this client has {running} answers generating (MAX_STREAMS_PER_CLIENT); "
+                "try again when one ends",
+                2,
+                code=codes.TOO_MANY_STREAMS,
+            )
 
     def slot(self, client: Client) -> StreamSlot:
         """A place for one open stream response of ``client``; taken by ``acquire()``."""

@@ -46,17 +46,24 @@ def _preview(text: str, limit: int = 60) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
-@functools.lru_cache(maxsize=4096)
 def answer_pieces(latest: str, turn: int, n_pieces: int) -> tuple[str, ...]:
     """The answer to a conversation whose latest user message is ``latest`` at user turn ``turn``.
 
     Split into ``n_pieces`` pieces of a few words; joined, they are the whole answer.
     """
-    rng = random.Random(zlib.crc32(f"{turn}\0{latest}".encode()))
+    seed = zlib.crc32(f"{turn}\0{latest}".encode("utf-8", "surrogatepass"))
+    return _answer(seed, _preview(latest), turn, n_pieces)
+
+
+@functools.lru_cache(maxsize=4096)
+def _answer(seed: int, preview: str, turn: int, n_pieces: int) -> tuple[str, ...]:
+    """The answer itself, cached by what it depends on: a seed and a preview of at most 60
+    characters, never a whole message (so the cache is bounded in bytes, not only entries)."""
+    rng = random.Random(seed)
     ordinal = "first" if turn == 1 else f"number {turn}"
     words = [
         *rng.choice(_OPENINGS).split(),
-        *f"You said: “{_preview(latest)}” — this is turn {ordinal} of our conversation.".split(),
+        *f"You said: “{preview}” — this is turn {ordinal} of our conversation.".split(),
     ]
     sentences = list(_SENTENCES)
     rng.shuffle(sentences)

@@ -26,5 +26,6 @@ def create_store(settings: Settings) -> Store:
             retention=settings.stream_retention,
             session_ttl=settings.session_ttl,
             heartbeat=settings.heartbeat_interval,
+            timeout=settings.redis_timeout,
         )
     raise ConfigError(f"REDIS_URL has value {url!r}: unsupported scheme {scheme!r} (expected redis://)")

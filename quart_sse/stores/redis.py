@@ -25,7 +25,7 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
 
 from quart_sse import codes
 from quart_sse.codes import StoreUnavailable
@@ -37,6 +37,7 @@ from quart_sse.stores.redis_sessions import PREFIX, RedisSessions
 
 log = logging.getLogger("quart_sse.stores.redis")
 
+UNREACHABLE = "the store (Redis) is unreachable; try again shortly"
 COMMAND_CONNECTIONS = 256  # connections for commands; more requests at once wait up to 5 s for one
 READER_CONNECTIONS = 10_000  # one per reader of another instance's stream (Redis's maxclients)
 
@@ -67,8 +68,10 @@ class RedisStore(RedisSessions):
         session_ttl: float | None = None,
         heartbeat: float = 15.0,
         instance_id: str | None = None,
+        timeout: float = 2.0,
     ) -> None:
         self.url = url
+        self.timeout = timeout  # REDIS_TIMEOUT: a command that takes longer is a 503
         self.retention = retention
         self.session_ttl = session_ttl
         self.instance_id = instance_id or PROCESS_INSTANCE
@@ -83,30 +86,31 @@ class RedisStore(RedisSessions):
     # Lifecycle ---------------------------------------------------------------------------
 
     def _client(self, socket_timeout: float, max_connections: int, *, wait: bool) -> Redis:
-        # One quick retry (a pooled connection gone stale after a Redis restart), no backoff:
-        # a Redis that is really gone is reported at once, not after several slow attempts.
+        # One quick retry on a broken connection (a pooled connection gone stale after a Redis
+        # restart), none on a timeout, no backoff: a Redis that is gone or frozen is reported
+        # within REDIS_TIMEOUT, not after several slow attempts.
         # redis-py's pool holds 100 connections and then fails ("Too many connections"): a
         # burst of requests waits for a free one instead (wait=True); readers elsewhere each
         # hold one while they block in XREAD, so theirs is as large as the streams allowed.
         # A max_connections in REDIS_URL's query wins over both.
         options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
-            "socket_connect_timeout": 2.0,
-            "retry": Retry(NoBackoff(), 1),
+            "socket_connect_timeout": self.timeout,
+            "retry": Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
             "health_check_interval": 10,
             "max_connections": max_connections,
         }
         if wait:
-            pool: ConnectionPool = BlockingConnectionPool.from_url(self.url, timeout=5.0, **options)
+            pool: ConnectionPool = BlockingConnectionPool.from_url(self.url, timeout=self.timeout, **options)
         else:
             pool = ConnectionPool.from_url(self.url, **options)
         return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
     async def connect(self) -> None:
         """Create the clients in the serving loop; Redis need not be up yet."""
-        self._redis = self._client(5.0, COMMAND_CONNECTIONS, wait=True)
+        self._redis = self._client(self.timeout, COMMAND_CONNECTIONS, wait=True)
         # Readers elsewhere block in XREAD for up to a heartbeat: a longer socket timeout.
-        self._blocking = self._client(self.heartbeat + 5.0, READER_CONNECTIONS, wait=False)
+        self._blocking = self._client(self.heartbeat + self.timeout, READER_CONNECTIONS, wait=False)
         self._scripts = {
             name: self._redis.register_script(getattr(lua, name))
             for name in ("BEGIN", "APPEND", "SAVE", "LOAD", "CHECK", "RENEW")
@@ -132,7 +136,9 @@ class RedisStore(RedisSessions):
         try:
             yield
         except RedisError as exc:
-            raise StoreUnavailable(f"Redis is unreachable ({type(exc).__name__}: {exc})") from None
+            # The detail (with Redis's address) goes to the log, never to a client.
+            log.warning("Redis: %s: %s", type(exc).__name__, exc)
+            raise StoreUnavailable(UNREACHABLE) from None
 
     async def _run(self, name: str, *args: Any, now: str | None = None) -> Any:
         head = (

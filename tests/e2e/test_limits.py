@@ -148,8 +148,10 @@ async def test_streams_per_client_are_capped_and_released_when_they_end(start_se
         assert await session_count(http, url) == sessions
         async with http.get(url + path) as r:
             assert_refused(r.status, await r.json(), r.headers, "too_many_streams")
-        # A message without a stream response (POST /chat) is not a stream.
-        assert (await send(http, url))[0] == 202
+        # A message without a stream response (POST /chat) still starts a generation: the
+        # client has two running (the first POST /chat's and the held stream's), its limit.
+        status, body, headers = await send(http, url)
+        assert_refused(status, body, headers, "too_many_streams")
         # Ending one (the client leaves) frees its place.
         held.close()
         for _ in range(1000):

@@ -52,6 +52,9 @@ def test_a_key_selects_gemini_and_google_api_key_wins():
         ({"MODEL_PROVIDER": "gemini"}, "MODEL_PROVIDER=gemini needs GEMINI_API_KEY or GOOGLE_API_KEY"),
         ({"WEB_CONCURRENCY": "2"}, "WEB_CONCURRENCY=2 needs REDIS_URL"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL has value 'loud'"),
+        ({"API_KEYS": ","}, "API_KEYS is set but holds no key"),
+        ({"ADMIN_KEYS": " , "}, "ADMIN_KEYS is set but holds no key"),
+        ({"LOG_MESSAGE_TEXT": "maybe"}, "LOG_MESSAGE_TEXT has value 'maybe': expected 1 or 0"),
     ],
 )
 def test_bad_settings_fail_in_one_line(env, message):
@@ -70,6 +73,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "str": ("some-model", "some-model"),
     "str | None": ("http://h/v1", "http://h/v1"),
     "tuple[str, ...]": ("a, b", ("a", "b")),
+    "bool": ("yes", True),
 }
 CHOICES = {"model_provider": ("OpenAI", "openai"), "log_level": ("Error", "error")}
 

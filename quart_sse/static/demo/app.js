@@ -5,11 +5,19 @@
 // missed.  The page closes the EventSource on `complete` or `error` (else it would
 // reconnect forever).  Model text only ever reaches the page through renderMarkdown,
 // which builds Text nodes: it is never parsed as HTML.
+//
+// The session list shows the sessions this browser started (their ids are remembered in
+// localStorage), not every session on the server.  Where the server lists every session
+// (`"scope": "all"`: no API_KEYS, or an admin key) a "Show all sessions" checkbox shows
+// them all; with an ordinary key the server lists only that key's sessions (`"own"`), and
+// those are shown as they are, without the checkbox.
 
 import { renderMarkdown } from "./markdown.js";
 
 const KEY_STORAGE = "quart-sse-demo:api-key";
 const SESSION_STORAGE = "quart-sse-demo:session";
+const MINE_STORAGE = "quart-sse-demo:my-sessions"; // a JSON array of the session ids this browser started
+const MINE_LIMIT = 500; // the newest ids kept
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -28,6 +36,9 @@ const ui = {
   deleteSession: $("delete-session"),
   sessionList: $("session-list"),
   sessionListEmpty: $("session-list-empty"),
+  showAllControl: $("show-all-control"),
+  showAll: $("show-all-sessions"),
+  showAllCount: $("show-all-count"),
   refreshSessions: $("refresh-sessions"),
   changeKey: $("change-key"),
   toggleSessions: $("toggle-sessions"),
@@ -44,7 +55,12 @@ const state = {
   keyNeeded: false,
   sessionId: null,
   stream: null, // the answer being read: {source, streamId, answer}
+  listed: null, // the server's last answer to GET /sessions: {sessions, count, scope}
+  listing: 0, // the number of the newest GET /sessions asked, so that an older answer is not shown
 };
+
+// The ids of the sessions started here, also when storage is off (then for this page only).
+const mineInMemory = new Set();
 
 // ---------------------------------------------------------------- small helpers
 
@@ -63,6 +79,39 @@ function writeStorage(name, value) {
   } catch {
     /* storage may be off: the page still works, it just forgets */
   }
+}
+
+/** The ids of the sessions this browser started (localStorage, shared by its tabs). */
+function readMine() {
+  const ids = new Set(mineInMemory);
+  try {
+    const stored = JSON.parse(readStorage(MINE_STORAGE) ?? "[]");
+    if (Array.isArray(stored)) for (const id of stored) if (typeof id === "string") ids.add(id);
+  } catch {
+    /* a damaged entry: start afresh */
+  }
+  return ids;
+}
+
+function writeMine(ids) {
+  const list = [...ids].slice(-MINE_LIMIT);
+  mineInMemory.clear();
+  for (const id of list) mineInMemory.add(id);
+  writeStorage(MINE_STORAGE, JSON.stringify(list));
+}
+
+function rememberSession(sessionId) {
+  const ids = readMine();
+  ids.delete(sessionId); // to the end: the newest last
+  ids.add(sessionId);
+  writeMine(ids);
+}
+
+function forgetSessions(sessionIds) {
+  const ids = readMine();
+  let changed = false;
+  for (const id of sessionIds) changed = ids.delete(id) || changed;
+  if (changed) writeMine(ids);
 }
 
 function make(tag, className, text) {
@@ -386,6 +435,7 @@ async function send() {
   }
   answer.setState("streaming");
   const isNew = accepted.session_id !== state.sessionId;
+  if (isNew) rememberSession(accepted.session_id); // started here by this first message
   setSession(accepted.session_id);
   if (isNew) refreshSessions().catch(() => {});
   await readAnswer(accepted.events_url, answer, startedAt);
@@ -418,19 +468,59 @@ function updateControls() {
   ui.changeKey.hidden = !state.keyNeeded;
 }
 
+/** Ask the server for its sessions and show them; resolves to every session it listed. */
 async function refreshSessions() {
+  const asked = ++state.listing;
+  const mineBefore = readMine();
   const data = await api("GET", "/sessions");
-  const sessions = [...data.sessions].sort((a, b) => (a.last_activity < b.last_activity ? 1 : -1));
+  const sessions = Array.isArray(data.sessions) ? data.sessions : [];
+  const scope = data.scope === "own" ? "own" : "all";
+  if (scope === "all") {
+    // The server listed every session: a remembered one that is missing was deleted or has
+    // expired.  (Only ids remembered before asking: one started meanwhile may be missing.)
+    const listed = new Set(sessions.map((session) => session.session_id));
+    forgetSessions([...mineBefore].filter((id) => !listed.has(id)));
+  }
+  if (asked === state.listing) {
+    state.listed = { sessions, count: sessions.length, scope };
+    renderSessions();
+  }
+  return sessions;
+}
+
+/** The session list from the server's last answer: this browser's sessions, or all of them. */
+function renderSessions() {
+  if (!state.listed) return;
+  const { scope } = state.listed;
+  const mine = readMine();
+  const all = scope === "own" || ui.showAll.checked;
+  // "own": the server listed this key's sessions only, all of them the caller's
+  const isMine = (session) => scope === "own" || mine.has(session.session_id);
+  const sessions = state.listed.sessions
+    .filter((session) => all || isMine(session))
+    .sort((a, b) => (a.last_activity < b.last_activity ? 1 : -1));
+
+  ui.showAllControl.hidden = scope !== "all";
+  ui.showAllCount.textContent = `(${state.listed.count})`;
+  ui.sessionList.dataset.scope = scope;
+  ui.sessionList.dataset.showing = all ? "all" : "mine";
+  ui.sessionList.dataset.total = String(state.listed.count);
   ui.sessionList.replaceChildren(
     ...sessions.map((session) => {
       const item = make("li");
       const button = make("button", "session-item");
       button.type = "button";
       button.dataset.session = session.session_id;
+      button.dataset.mine = String(isMine(session));
       button.setAttribute("aria-current", String(session.session_id === state.sessionId));
       button.title = session.session_id;
+      const head = make("span", "session-item-head");
+      head.append(make("span", "session-item-id", session.session_id.slice(0, 8)));
+      if (!isMine(session)) {
+        head.append(make("span", "tag tag-other", "not started here"));
+      }
       button.append(
-        make("span", "session-item-id", session.session_id.slice(0, 8)),
+        head,
         make(
           "span",
           "session-item-meta",
@@ -441,13 +531,24 @@ async function refreshSessions() {
       return item;
     }),
   );
+  ui.sessionListEmpty.textContent = all
+    ? "No sessions yet. Send a message to start one."
+    : "No sessions started in this browser yet. Send a message to start one.";
   ui.sessionListEmpty.hidden = sessions.length > 0;
-  return sessions;
 }
 
 /** Show a session's history; if an answer is being generated in it, read that stream. */
 async function openSession(sessionId, { quiet = false } = {}) {
-  const data = await api("GET", `/sessions/${encodeURIComponent(sessionId)}`);
+  let data;
+  try {
+    data = await api("GET", `/sessions/${encodeURIComponent(sessionId)}`);
+  } catch (error) {
+    if (error instanceof APIError && error.status === 404) {
+      forgetSessions([sessionId]); // deleted or expired meanwhile
+      refreshSessions().catch(() => {});
+    }
+    throw error;
+  }
   if (!quiet) stopReading();
   setSession(data.session_id);
   showModel(data.model);
@@ -463,6 +564,7 @@ async function openSession(sessionId, { quiet = false } = {}) {
 async function newSession() {
   stopReading();
   const data = await api("POST", "/sessions/new");
+  rememberSession(data.session_id);
   setSession(data.session_id);
   showModel(data.model);
   ui.messages.replaceChildren();
@@ -486,6 +588,7 @@ async function deleteSession() {
   stopReading();
   const gone = state.sessionId;
   await api("DELETE", `/sessions/${encodeURIComponent(gone)}`);
+  forgetSessions([gone]);
   setSession(null);
   ui.messages.replaceChildren();
   updateEmpty();
@@ -556,6 +659,13 @@ ui.newSession.addEventListener("click", guard(async () => {
 ui.clearSession.addEventListener("click", guard(clearSession));
 ui.deleteSession.addEventListener("click", guard(deleteSession));
 ui.refreshSessions.addEventListener("click", guard(refreshSessions));
+ui.showAll.addEventListener("change", guard(async () => {
+  renderSessions(); // at once from the last list, then a fresh one
+  await refreshSessions();
+}));
+window.addEventListener("storage", (event) => {
+  if (event.key === MINE_STORAGE) renderSessions(); // a session started in another tab
+});
 ui.changeKey.addEventListener("click", () => askForKey(false));
 ui.sessionList.addEventListener("click", (event) => {
   const button = event.target.closest("button[data-session]");
@@ -588,5 +698,6 @@ async function start() {
 }
 
 setSession(null, { remember: false });
+ui.showAll.checked = false; // each visit starts with this browser's own sessions
 updateEmpty();
 start().catch((error) => notify(error.message));
