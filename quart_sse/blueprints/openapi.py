@@ -37,6 +37,27 @@ _EDGE_DOCS = {
 EVENT_ID_PATTERN = "^[0-9]{0,18}$"
 """The event ids this server issues (quart_sse.sse); anything else is a 400."""
 
+REFUSALS = {
+    400: "the body is not JSON (or nested too deep), a field is missing, of the wrong type or not "
+    "valid Unicode, the message is empty, or Last-Event-ID is malformed",
+    401: "API_KEYS is set and no valid key was presented (Authorization: Bearer <key>)",
+    404: "unknown or expired session or stream, or one that belongs to another API key (the same answer)",
+    408: "the request body did not arrive within BODY_TIMEOUT",
+    409: "the session already has a generation running, or holds MAX_SESSION_MESSAGES messages",
+    413: "the body is larger than MAX_BODY_BYTES, or the message longer than MAX_MESSAGE_CHARS",
+    429: "RATE_LIMIT or MAX_STREAMS_PER_CLIENT reached (Retry-After)",
+    503: "MAX_STREAMS reached, the server is shutting down, or the store is unavailable (Retry-After)",
+}
+"""What each refusal means; every refusal's body is ErrorBody."""
+
+OWNERSHIP = (
+    'Errors are `{"error": {"code", "message"}}`; when several apply, the first of 401, 413, '
+    "400, 404, 409, 429, 503 answers, and a refused request changes nothing. With API_KEYS set, every "
+    "session and every stream started in it belongs to the key that created it: another key gets the "
+    "404 an unknown id gets, and GET /sessions lists only the caller's sessions; keys in ADMIN_KEYS see "
+    "and act on every session. Without API_KEYS the server is single-user: every session is visible."
+)
+
 CHAT_ERRORS = (400, 401, 404, 408, 409, 413, 429, 503)
 """The refusals of the chat routes, in API.md's order (401 only with API_KEYS set)."""
 
@@ -104,7 +125,7 @@ class SSEOpenAPIProvider(OpenAPIProvider):
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
                 }
                 for status in CHAT_ERRORS:
-                    responses[status] = {"description": "see API.md, Errors", **error}
+                    responses[status] = {"description": REFUSALS[status], **error}
             else:
                 operation["parameters"] = [
                     {"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -124,8 +145,8 @@ class SSEOpenAPIProvider(OpenAPIProvider):
                     },
                 ]
                 responses[204] = {"description": "the stream has ended and nothing follows the given id"}
-                for status in (400, 401, 404, 429):
-                    responses[status] = {"description": "see API.md, Errors", **error}
+                for status in (400, 401, 404, 408, 429):
+                    responses[status] = {"description": REFUSALS[status], **error}
             operation["responses"] = responses
             paths.setdefault(path, {})[method] = operation
         # The two answers that are not JSON.
@@ -143,4 +164,27 @@ class SSEOpenAPIProvider(OpenAPIProvider):
         fields = components["ChatRequest"]["properties"]
         fields["message"].update(minLength=1, maxLength=max_chars, pattern=r"\S")
         fields["session_id"]["anyOf"][0].update(minLength=1)
+        settings = self._app.extensions[EXTENSION].settings
+        spec.setdefault("info", {})["description"] = (
+            f"{spec['info'].get('description', '')} {OWNERSHIP}".strip()
+        )
+        components_root = spec["components"]
+        components_root["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "a key of API_KEYS or ADMIN_KEYS; GET /streams/{id}/events also takes "
+                "it as ?access_token= (an EventSource cannot send headers)",
+            }
+        }
+        if settings.api_keys or settings.admin_keys:
+            public = ("/health", "/docs", "/openapi.json", "/demo")
+            for path, operations in paths.items():
+                if path in public or path.startswith(("/docs/", "/demo/")):
+                    continue
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+                    operation.setdefault("responses", {}).setdefault(
+                        401, {"description": REFUSALS[401], **error}
+                    )
         return spec
