@@ -40,9 +40,11 @@ system-deps:
 		fi; \
 	fi
 
-## test: lint, types, then the whole test suite
+## test: lint, types, then the whole test suite, with its coverage (server processes included)
+COVERAGE_FLOOR ?= 85
 test: system-deps lint typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	rm -f .coverage .coverage.*
+	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -4,5 +4,7 @@ Layers, from the wire up: :mod:`client.api` (thin HTTP calls), :mod:`client.stre
 answer's events, resumed with ``Last-Event-ID`` when the connection drops),
 :mod:`client.answer` (an answer shown live, as Rich Markdown or as plain text),
 :mod:`client.chat` and :mod:`client.commands` (the interactive loop), and
-:mod:`client.__main__` (arguments, one-shot ``--message`` mode, exit codes).
+:mod:`client.__main__` (arguments, one-shot ``--message`` mode, exit codes).  Whatever
+came from the server, the model or the user is shown through :mod:`client.safe`: as text,
+never as Rich markup, with control characters and escape sequences made visible.
 """

@@ -16,12 +16,12 @@ from typing import Any, Protocol, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.markdown import Markdown
 from rich.rule import Rule
 from rich.text import Text
 
 from client import render
 from client.api import RequestFailed
+from client.safe import plain, printable
 from client.stats import CANCELLED, COMPLETE, LOST, REFUSED, Outcome
 from client.stream import AnswerStream, Notice, Reconnecting, StreamLost
 
@@ -139,7 +139,7 @@ class PlainView:
                 self._say(f"the answer ended with an error ({outcome.status}): {outcome.error}")
 
     def _say(self, line: str) -> None:
-        self.err.write(f"{self.prog}: {line}\n")
+        self.err.write(f"{self.prog}: {printable(line)}\n")
         self.err.flush()
 
 
@@ -160,7 +160,7 @@ class RichView:
         self.session_id, self.model = session_id, model
 
     def status(self, message: str, context_messages: Any) -> None:
-        self.console.print(f"💭 {message} (context: {context_messages} messages)", style="dim")
+        self.console.print(plain(f"💭 {message} (context: {context_messages} messages)", style="dim"))
         self._start()
 
     def _start(self) -> None:
@@ -175,7 +175,7 @@ class RichView:
         self._live.start()
 
     def _renderable(self) -> RenderableType:
-        body = Markdown(self._text) if self._text else Text("")
+        body = render.AnswerMarkdown(self._text) if self._text else Text("")
         if self._notice is not None:
             return Group(body, self._notice)
         if self._chunks and not self._done:
@@ -194,17 +194,17 @@ class RichView:
 
     def notice(self, notice: Notice) -> None:
         if isinstance(notice, Reconnecting) and not notice.started:
-            self.console.print(f"⚠️  {_notice_text(notice)}", style="yellow")
+            self.console.print(plain(f"⚠️  {_notice_text(notice)}", style="yellow"))
             return
         self._start()
         self._notice = (
-            Text(f"⟳ {_notice_text(notice)}", style="yellow") if isinstance(notice, Reconnecting) else None
+            plain(f"⟳ {_notice_text(notice)}", style="yellow") if isinstance(notice, Reconnecting) else None
         )
         self._update(now=True)  # drawn at once, however short the wait
 
     def finish(self, outcome: Outcome) -> None:
         if self._live is None and outcome.status in (LOST, REFUSED) and not outcome.chunks:
-            self.console.print(f"✖ {outcome.error}", style="red", highlight=False)
+            self.console.print(plain(f"✖ {outcome.error}", style="red"))
             return
         if self._live is not None:
             self._notice, self._done = None, True

@@ -23,6 +23,7 @@ from rich.console import Console
 from client import commands, render
 from client.answer import Answer, RichView
 from client.api import ChatAPI, RequestFailed, Unreachable
+from client.safe import plain
 from client.stats import ClientStats, Outcome
 from client.stream import AnswerStream, ReconnectPolicy
 
@@ -97,8 +98,9 @@ class ChatApp:
         parts.append(("class:arrow", "\u203a "))
         return FormattedText(parts)
 
-    def say(self, text: str, style: str | None = None) -> None:
-        self.console.print(text, style=style, highlight=False, soft_wrap=True)
+    def say(self, text: str, style: str = "") -> None:
+        """One line shown as written: never markup, control characters escaped."""
+        self.console.print(plain(text, style=style), soft_wrap=True)
 
     async def run(self) -> int:
         self.console.print(render.banner(self.api.base_url))

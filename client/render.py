@@ -6,15 +6,20 @@ or :func:`clock`, so the tests render them into a recording console.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 from rich import box
 from rich.console import Group, RenderableType
+from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from client.safe import plain, printable
 from client.stats import CANCELLED, COMPLETE, ClientStats, Outcome
 
 COMMANDS: list[tuple[str, str]] = [
@@ -39,7 +44,7 @@ def short(session_id: str | None) -> str:
     """``a1b2c3d4…``: the first eight characters of an id."""
     if not session_id:
         return "none"
-    return session_id[:8] + "…" if len(session_id) > 8 else session_id
+    return printable(session_id[:8]) + "…" if len(session_id) > 8 else printable(session_id)
 
 
 def clock(moment: datetime | None = None) -> str:
@@ -81,14 +86,16 @@ def box_panel(title: str, rows: list[tuple[str, str]], *, style: str = "cyan") -
     grid.add_column(style="bold")
     grid.add_column()
     for key, value in rows:
-        grid.add_row(f"{key}:", Text(value))
-    return Panel(grid, title=title, title_align="left", box=box.SQUARE, border_style=style, expand=False)
+        grid.add_row(plain(f"{key}:"), plain(value))
+    return Panel(
+        grid, title=plain(title), title_align="left", box=box.SQUARE, border_style=style, expand=False
+    )
 
 
 def banner(url: str) -> RenderableType:
     return Group(
         Text("🌊 QUART-SSE MULTI-TURN CHAT CLIENT 🌊", style="bold cyan"),
-        Text(f"   Server: {url}", style="dim"),
+        plain(f"   Server: {url}", style="dim"),
     )
 
 
@@ -96,7 +103,7 @@ def connected(health: dict[str, Any]) -> RenderableType:
     model = health.get("model", "?")
     lines = [
         Text("🎉 Connected to Quart SSE server successfully!", style="green"),
-        Text(
+        plain(
             f"🌊 Real-time streaming enabled - responses will appear as they're generated! (model: {model})"
         ),
     ]
@@ -107,7 +114,33 @@ def connected(health: dict[str, Any]) -> RenderableType:
 
 
 def answer_header(session_id: str | None, model: str | None) -> Text:
-    return Text(f"🤖 AI Response (Streaming) ({short(session_id)} - {model or '?'})", style="bold magenta")
+    return plain(f"🤖 AI Response (Streaming) ({short(session_id)} - {model or '?'})", style="bold magenta")
+
+
+# Rich's own parser, but with raw HTML off: ``<script>`` or ``a <b>b</b>`` is then text, shown
+# as written, where Rich would drop the HTML block or tag it does not render.
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table")
+
+
+def _sanitize(tokens: Iterable[Token]) -> None:
+    for token in tokens:
+        token.content = printable(token.content)  # entities such as &#x202E; are decoded here
+        if token.children:
+            _sanitize(token.children)
+
+
+class AnswerMarkdown(Markdown):
+    """An answer as Markdown, with nothing in it that the terminal would interpret.
+
+    The text is made :func:`~client.safe.printable` before it is parsed, and so is every
+    token after (the parser decodes character references); HTML shows as the text it is.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__("")
+        self.markup = printable(text)
+        self.parsed = _MARKDOWN.parse(self.markup)
+        _sanitize(self.parsed)
 
 
 def summary(outcome: Outcome) -> Panel:
@@ -149,7 +182,7 @@ def sessions_list(sessions: list[dict[str, Any]], current: str | None) -> Panel:
     lines = []
     for n, s in enumerate(sessions, 1):
         sid = s.get("session_id")
-        line = Text(
+        line = plain(
             f"{n}. {short(sid)} ({s.get('message_count', 0)} msgs, {age(s.get('created_at'))}, "
             f"{local_time(s.get('created_at'))})"
         )

@@ -68,6 +68,17 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(parts)
 
 
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body the edge has read, then whatever comes next (the
+    disconnect)."""
+    first: list[dict[str, Any]] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> dict[str, Any]:
+        return first.pop() if first else await receive()
+
+    return replayed
+
+
 class Edge:
     """ASGI: identity, auth, CORS, counting and errors for every request; the chat routes."""
 
@@ -106,11 +117,12 @@ class Edge:
         if found is None:
             try:
                 self._admit(scope, method, path)
+                body = await self._body(scope, receive)  # 408 and 413 as on every route
             except codes.Refused as error:
                 self.stats.requests_total += 1
                 self.stats.requests_failed += 1
                 return await send_error(send, error, cors)
-            return await self._quart(scope, receive, send, cors)
+            return await self._quart(scope, _replay(body, receive), send, cors)
         methods, params = found
         stats = self.stats
         stats.requests_total += 1

@@ -18,6 +18,7 @@ from quart_sse.engine.transport import ASGITransport, DirectTransport
 from quart_sse.metrics import Stats
 from quart_sse.sse import PING, encode_chunk, encode_event
 from quart_sse.stores.base import Append
+from tests.support.fake_socket import FakeSocket
 
 HEARTBEAT = 10.0
 SEND_TIMEOUT = 20.0
@@ -31,29 +32,6 @@ F4 = encode_event(4, {"type": "complete"})
 def chunk(data: bytes) -> bytes:
     """What h11 writes for one body message of a chunked response."""
     return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-class FakeSocket(asyncio.WriteTransport):
-    """The socket side of a DirectTransport: records writes; its unsent bytes are set by the test."""
-
-    def __init__(self, unsent: int = 0) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.unsent = unsent
-        self.closing = False
-        self.aborted = False
-
-    def write(self, data: Any) -> None:
-        self.writes.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_write_buffer_size(self) -> int:
-        return self.unsent
-
-    def abort(self) -> None:
-        self.aborted = True
 
 
 async def no_send(message: dict[str, Any]) -> None:

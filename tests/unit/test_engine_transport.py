@@ -6,7 +6,6 @@ writer (the framing DirectTransport must match); fake: the ASGI send and the soc
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -26,6 +25,7 @@ from quart_sse.engine.transport import (
     direct_support,
     open_transport,
 )
+from tests.support.fake_socket import FakeSocket
 
 
 class Sink:
@@ -36,31 +36,6 @@ class Sink:
 
     async def send(self, message: dict[str, Any]) -> None:
         self.messages.append(message)
-
-
-class FakeSocket(asyncio.WriteTransport):
-    def __init__(self, unsent: int = 0, sock: socket.socket | None = None) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.unsent = unsent
-        self.closing = False
-        self.aborted = False
-        self.sock = sock
-
-    def write(self, data: Any) -> None:
-        self.writes.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_write_buffer_size(self) -> int:
-        return self.unsent
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.sock if name == "socket" else default
 
 
 def h11_chunk(data: bytes) -> bytes:
