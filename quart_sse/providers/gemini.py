@@ -10,6 +10,14 @@ before the first piece are retried (see :mod:`quart_sse.providers.retry`), then
 anything after the first piece is ``model_error``.  A finish reason other than STOP is yielded
 as :class:`FinishReason`; a prompt blocked outright, or an answer that ends before any text,
 is a ``model_error`` that says why.
+
+The SDK reads the event stream itself, and Gemini sends no ``[DONE]``: the end of the body
+ends it, cut or not.  So the answer is whole only when a chunk had a candidate with a
+``finishReason`` (``STOP`` on the last chunk of a normal answer); a body that ends without
+one was cut (:class:`~quart_sse.providers.retry.Cut`: asked again while no text was sent, else
+``model_error``, the partial answer kept ``interrupted``).  A chunk the SDK cannot read (not
+JSON, a field of the wrong type) is ``model_error``; a ``{"error": ...}`` chunk raises in the
+SDK and is mapped like an HTTP error.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import aiohttp
+import pydantic
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -32,6 +41,7 @@ from quart_sse.providers.base import ProviderError
 from quart_sse.providers.retry import (
     RETRYABLE_STATUS,
     Attempt,
+    Cut,
     RetryPolicy,
     auth_error,
     code_for_status,
@@ -194,12 +204,16 @@ class GeminiProvider:
     async def _attempt(self, contents: list[types.Content], state: Attempt) -> AsyncGenerator[str, None]:
         """One streamed request; the pieces of text, and the finish reason into ``state``."""
         blocked: str | None = None
+        finished = False  # a candidate carried a finishReason
         async with _Pump[types.GenerateContentResponse](self._open(contents)) as responses:
             async for response in responses:
                 feedback = response.prompt_feedback
                 if feedback is not None and feedback.block_reason is not None:
                     blocked = _name(feedback.block_reason).lower()
-                for candidate in (response.candidates or ())[:1]:
+                candidates = response.candidates or ()
+                if any(candidate.finish_reason is not None for candidate in candidates):
+                    finished = True
+                for candidate in candidates[:1]:
                     for part in (candidate.content.parts or ()) if candidate.content else ():
                         if part.text and not part.thought:
                             yield part.text
@@ -209,6 +223,8 @@ class GeminiProvider:
             raise ProviderError(
                 codes.MODEL_ERROR, f"Gemini refused the prompt (blocked: {blocked})", finish_reason=blocked
             )
+        if not finished:
+            raise Cut("the stream ended without a finishReason")
 
     def _failure(self, exc: Exception, sent: bool) -> tuple[str, str, float | None]:
         """(code, detail, pause asked for) of a failure worth a retry; raises any other."""
@@ -227,6 +243,12 @@ class GeminiProvider:
                     code_for_status(status), f"Gemini refused the request ({detail}: {message})"
                 ) from None
             return code_for_status(status), detail, _asked_delay(exc)
+        if isinstance(exc, genai_errors.UnknownApiResponseError | pydantic.ValidationError):
+            # A data event that is not JSON, or a chunk with a field of the wrong type.
+            log.warning("Gemini sent a chunk the SDK cannot read: %s", safe_text(exc, self._key))
+            raise ProviderError(
+                codes.MODEL_ERROR, "Gemini sent a malformed chunk (not JSON, or a field of the wrong type)"
+            ) from None
         if not _is_network(exc):
             raise exc
         detail = safe_text(f"{type(exc).__name__}: {exc}", self._key)

@@ -6,12 +6,34 @@ whole conversation as ``messages`` (``user`` / ``assistant``, ``SYSTEM_PROMPT`` 
 ``OPENAI_API_KEY`` is set.  The answer is Server-Sent Events: ``data: {json}`` with text in
 ``choices[0].delta.content``, ``finish_reason`` on the last one, ``data: [DONE]`` at the end;
 comment lines, events without choices and role-only deltas are skipped.  The bytes go through
-the project's one parser, :class:`quart_sse.sse.SSEParser`, whatever their line length.
+the project's one parser, :class:`quart_sse.sse.SSEParser` (the HTML standard's rules: an
+event is dispatched by its blank line, whatever its line length).
+
+When the answer is whole (the rule, precisely).  The stream is finished when
+
+* an event ``data: [DONE]`` is dispatched (nothing after it is read), or
+* the body ends after a dispatched event whose first choice has a ``finish_reason``.
+
+The second is deliberately lenient: OpenAI sends ``finish_reason``, maybe a usage event, then
+``[DONE]``, and Ollama, vLLM and llama.cpp always send ``[DONE]``, but once ``finish_reason``
+came no more of the answer is due, so losing what follows it (``[DONE]``, a usage event, even
+half of one: an unfinished last event is discarded, as the standard says) loses no text.
+
+A body that ends with neither was cut, whether it ends between events or inside one (an event
+without its blank line is never dispatched, so a ``finish_reason`` in it does not count):
+:class:`~quart_sse.providers.retry.Cut`, asked again while no text was sent, else
+``model_error`` (the engine keeps the partial answer, ``interrupted``).  Anything else that is
+not a well-formed stream of completion chunks is ``model_error`` at once: an HTTP 200 whose
+``Content-Type`` is not ``text/event-stream`` (a JSON error body there is read as an error), a
+``data`` that is not a JSON object, ``choices`` that is not a list, a choice or ``delta`` that
+is not an object, ``delta.content`` or ``finish_reason`` that is not a string.  Events without
+``choices`` or with an empty list (usage, Azure's first event) are skipped.
 
 Failures map to API.md's codes as for Gemini (see :mod:`quart_sse.providers.retry`),
-including ``{"error": ...}`` events and llama.cpp's ``error: {...}`` lines sent on an HTTP
-200.  aiohttp's default 300 s limit on the whole answer is off: the stream engine cuts a
-silent model after ``MODEL_TIMEOUT``.
+including ``{"error": ...}`` events, ``event: error`` and llama.cpp's ``error: {...}`` lines
+sent on an HTTP 200: before any text by their ``code`` (429 retried, then ``rate_limited``),
+after text ``model_error``.  aiohttp's default 300 s limit on the whole answer is off: the
+stream engine cuts a silent model after ``MODEL_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -30,6 +52,7 @@ from quart_sse.providers.base import ProviderError
 from quart_sse.providers.retry import (
     RETRYABLE_STATUS,
     Attempt,
+    Cut,
     RetryPolicy,
     auth_error,
     code_for_status,
@@ -68,6 +91,74 @@ class _Parser(SSEParser):
         if name == "error" and sep:
             return Event(None, "error", value[1:] if value.startswith(" ") else value)
         return super()._line(line)
+
+    def between_events(self) -> bool:
+        """At the end of the body: whether it ended between events, not inside one.
+
+        An unfinished line, or fields read since the last blank line, are an event the
+        standard discards at the end of the stream; here they also show the body was cut.
+        """
+        tail = self._decoder.decode(b"", final=True)
+        return not (self._buffer or tail or self._data or self._event)
+
+
+class _Malformed(Exception):
+    """An event that is not a completion chunk; says what is wrong with it."""
+
+
+def _piece(data: str) -> tuple[str | None, str | None]:
+    """(text, finish reason) of one completion chunk, ``{"error"}`` raised as :class:`UpstreamError`."""
+    try:
+        event = json.loads(data)
+    except (ValueError, RecursionError):
+        raise _Malformed("a data line that is not JSON") from None
+    if not isinstance(event, dict):
+        raise _Malformed("an event that is not a JSON object")
+    if event.get("error") is not None:
+        raise UpstreamError(_status_of(event["error"]), error_message(event))
+    choices = event.get("choices")
+    if choices is None:  # usage or timings events of some servers
+        return None, None
+    if not isinstance(choices, list):
+        raise _Malformed("a chunk whose choices is not a list")
+    if not choices:  # Azure's first event, OpenAI's usage event
+        return None, None
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise _Malformed("a chunk whose choice is not an object")
+    delta = choice.get("delta")
+    if delta is None:
+        delta = {}
+    elif not isinstance(delta, dict):
+        raise _Malformed("a chunk whose delta is not an object")
+    text = delta.get("content")
+    if text is not None and not isinstance(text, str):
+        raise _Malformed("a chunk whose delta.content is not a string")
+    reason = choice.get("finish_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise _Malformed("a chunk whose finish_reason is not a string")
+    return text or None, reason or None
+
+
+def _error_event(data: str) -> UpstreamError:
+    """An ``event: error`` or llama.cpp's ``error:`` line, JSON or plain text."""
+    try:
+        body: Any = json.loads(data)
+    except (ValueError, RecursionError):
+        body = data
+    inner = body.get("error", body) if isinstance(body, dict) else body
+    return UpstreamError(_status_of(inner), error_message(body) or "error event")
+
+
+async def _read_some(response: aiohttp.ClientResponse) -> bytes:
+    """The body, up to :data:`ERROR_BODY_LIMIT` bytes."""
+    out = b""
+    while len(out) < ERROR_BODY_LIMIT:
+        more = await response.content.read(ERROR_BODY_LIMIT - len(out))
+        if not more:
+            break
+        out += more
+    return out
 
 
 def to_messages(history: Sequence[Message], system_prompt: str | None) -> list[dict[str, str]]:
@@ -164,30 +255,55 @@ class OpenAIProvider:
         """One streamed request; the pieces of text, and the finish reason into ``state``."""
         async with self._http().post(self._url, json=body, headers=headers) as response:
             if response.status != 200:
-                raw = await response.content.read(ERROR_BODY_LIMIT)
+                raw = await _read_some(response)
                 try:
                     parsed: Any = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):
                     parsed = raw.decode(errors="replace") or response.reason
                 raise UpstreamError(response.status, error_message(parsed), _asked_delay(response.headers))
+            if response.content_type != "text/event-stream":
+                await self._not_a_stream(response)
             parser = _Parser()
+            finished = False  # an event with a finish_reason was dispatched
             async for raw in response.content.iter_any():  # no line-length limit, unlike readline
                 for item in parser.feed(raw):
                     if not isinstance(item, Event):
                         continue  # comments (": ping") and retry: fields
+                    if item.event == "error":
+                        raise _error_event(item.data)
                     if item.data.strip() == "[DONE]":
                         return
-                    event = json.loads(item.data)
-                    if not isinstance(event, dict):
-                        continue
-                    if item.event == "error" or event.get("error") is not None:
-                        raise UpstreamError(_status_of(event.get("error", event)), error_message(event))
-                    for choice in (event.get("choices") or ())[:1]:
-                        text = (choice.get("delta") or {}).get("content")
-                        if isinstance(text, str) and text:
-                            yield text
-                        if choice.get("finish_reason"):
-                            state.reason = finish_reason(str(choice["finish_reason"]))
+                    try:
+                        text, reason = _piece(item.data)
+                    except _Malformed as exc:
+                        log.warning("%s sent %s: %s", BACKEND, exc, safe_text(item.data, self._key))
+                        raise ProviderError(codes.MODEL_ERROR, f"{BACKEND} sent {exc}") from None
+                    if text:
+                        yield text
+                    if reason:
+                        finished = True
+                        state.reason = finish_reason(reason)
+            if finished:
+                return  # no [DONE]: lenient, see the module's docstring
+            if not parser.between_events():
+                raise Cut("the body ended inside an event, without finish_reason or data: [DONE]")
+            raise Cut("the body ended without finish_reason or data: [DONE]")
+
+    async def _not_a_stream(self, response: aiohttp.ClientResponse) -> None:
+        """An HTTP 200 that is not an event stream: its error, if it is one, else ``model_error``."""
+        raw = await _read_some(response)
+        try:
+            parsed: Any = json.loads(raw)
+        except (ValueError, RecursionError):
+            parsed = None
+        if isinstance(parsed, dict) and parsed.get("error") is not None:
+            raise UpstreamError(_status_of(parsed["error"]), error_message(parsed))
+        kind = response.headers.get("Content-Type") or "no Content-Type"
+        raise ProviderError(
+            codes.MODEL_ERROR,
+            f"{BACKEND} answered with {safe_text(kind, limit=60)}, not text/event-stream: "
+            "is OPENAI_BASE_URL an OpenAI-compatible server that streams?",
+        )
 
     def _failure(self, exc: Exception, sent: bool) -> tuple[str, str, float | None]:
         """(code, detail, pause asked for) of a failure worth a retry; raises any other."""
@@ -202,8 +318,6 @@ class OpenAIProvider:
                     code_for_status(exc.status), f"{BACKEND} refused the request ({detail})"
                 ) from None
             return code_for_status(exc.status), detail, exc.asked
-        if isinstance(exc, ValueError | UnicodeError) and not isinstance(exc, aiohttp.ClientError):
-            raise ProviderError(codes.MODEL_ERROR, f"{BACKEND} sent something that is not JSON") from None
         if not isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
             raise exc
         detail = safe_text(f"{type(exc).__name__}: {exc}", self._key)

@@ -139,6 +139,15 @@ class Attempt:
         self.reason: str | None = None
 
 
+class Cut(Exception):
+    """The model's stream ended without its own end marker: the answer was cut short.
+
+    A backend raises it (with what was missing) when the body ends before the model said
+    the answer is whole.  :func:`with_retries` asks again while nothing was sent, like after
+    a dropped connection; after text, or once the retries are used up, it is ``model_error``.
+    """
+
+
 Failure = Callable[[Exception, bool], tuple[str, str, "float | None"]]
 """``failure(exc, sent) -> (code, detail, pause asked)`` for a failure worth a retry; raises
 any other (as a ProviderError, or the exception itself)."""
@@ -154,7 +163,8 @@ async def with_retries(
     """Text pieces from ``attempt``, asking again after a pause while nothing was sent.
 
     ``attempt(state)`` makes one request and yields its pieces, setting ``state.reason``
-    when the model says why it stopped. A stop with a reason but no text is a
+    when the model says why it stopped, and raising :class:`Cut` when the stream ends
+    without the model's end marker. A stop with a reason but no text is a
     ``model_error`` that says why; a reason after text ends the answer with a
     :class:`FinishReason`. Closing this iterator closes the attempt (and its request).
     """
@@ -179,6 +189,10 @@ async def with_retries(
             return
         except ProviderError:
             raise
+        except Cut as exc:
+            if state.sent:
+                raise ProviderError(codes.MODEL_ERROR, f"{backend}'s answer was cut short ({exc})") from None
+            code, detail, asked = codes.MODEL_ERROR, f"cut short: {exc}", None
         except Exception as exc:
             code, detail, asked = failure(exc, state.sent)
         retry += 1

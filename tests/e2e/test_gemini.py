@@ -132,17 +132,28 @@ async def test_a_bad_key_is_auth_and_the_key_is_not_repeated(serve, gemini, http
     assert (await get_json(http, f"{server.url}/health"))["status"] == "ok"
 
 
-@pytest.mark.parametrize("how", ["error event", "cut connection"])
-async def test_a_failure_mid_answer_keeps_the_partial_answer(serve, gemini, http, how):
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("error event", "the model crashed"),
+        ("malformed chunk", "malformed chunk"),
+        ("cut connection", "broke off"),
+        ("no finishReason", "cut short"),  # the body ends cleanly, but no chunk said STOP
+    ],
+)
+async def test_a_failure_mid_answer_keeps_the_partial_answer(serve, gemini, http, how, said):
     server = serve()
-    frames = [chunk("Partial "), chunk("answer ")]
+    reply = Reply(frames=[chunk("Partial "), chunk("answer ")])
     if how == "error event":
-        frames.append(json_error(500, "INTERNAL", "the model crashed"))
-        gemini.replies.append(Reply(frames=frames))
-    else:
-        gemini.replies.append(Reply(frames=frames, then="drop"))
+        reply.frames.append(json_error(500, "INTERNAL", "the model crashed"))
+    elif how == "malformed chunk":
+        reply.frames += ['{"candidates": [{"content": {"parts": [{"text": "more"}]}', chunk("", "STOP")]
+    elif how == "cut connection":
+        reply.then = "drop"
+    gemini.replies.append(reply)
     stream = await chat_stream(http, server.url, "hello")
     assert stream.last["type"] == "error" and stream.last["code"] == "model_error"
+    assert said in stream.last["message"]
     assert stream.text == "Partial answer "
     assert len(gemini.requests) == 1  # text was sent: never retried
     session = await get_json(http, f"{server.url}/sessions/{stream.session_id}")

@@ -114,23 +114,73 @@ async def test_a_bad_key_is_auth_and_the_key_is_not_repeated(serve, openai, http
     assert (await get_json(http, f"{server.url}/health"))["status"] == "ok"
 
 
-@pytest.mark.parametrize("how", ["error event", "cut connection"])
-async def test_a_failure_mid_answer_keeps_the_partial_answer(serve, openai, http, how):
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("error event", "out of memory"),  # data: {"error": ...} on an HTTP 200, as vLLM does
+        ("error line", "exceeds the context size"),  # llama.cpp's error: {...} field
+        ("malformed JSON", "not JSON"),
+        ("cut connection", "broke off"),
+        ("no end marker", "cut short"),  # neither finish_reason nor [DONE], then a clean end
+        ("cut inside an event", "cut short"),
+    ],
+)
+async def test_a_failure_mid_answer_keeps_the_partial_answer(serve, openai, http, how, said):
     server = serve()
-    reply = answer("Partial ", "answer ", done=False)
-    reply.frames.pop()  # no finish reason: the answer stops short
-    if how == "error event":  # on an HTTP 200, as vLLM and llama.cpp do
+    reply = answer("Partial ", "answer ", finish=None, done=False)  # the answer stops short
+    if how == "error event":
         reply.frames.append(json.dumps(error_body("out of memory", code=500)))
-    else:
+    elif how == "error line":
+        error = {
+            "code": 400,
+            "message": "the request exceeds the context size",
+            "type": "exceed_context_size_error",
+        }
+        reply.raw = f"error: {json.dumps(error)}\n\n".encode()
+    elif how == "malformed JSON":
+        reply.frames += ['{"choices": [{"delta": {"content": "more"}}]', "[DONE]"]
+    elif how == "cut connection":
         reply.then = "drop"
+    elif how == "cut inside an event":
+        reply.raw = f"data: {chunk({}, 'stop')}\n".encode()  # its blank line never comes
     openai.replies.append(reply)
     stream = await chat_stream(http, server.url, "hello")
     assert stream.last["type"] == "error" and stream.last["code"] == "model_error"
+    assert said in stream.last["message"]
     assert stream.text == "Partial answer "
     assert len(openai.requests) == 1
     session = await get_json(http, f"{server.url}/sessions/{stream.session_id}")
     last = session["messages"][-1]
     assert (last["role"], last["content"], last["interrupted"]) == ("model", "Partial answer ", True)
+    await still_serving(http, server.url, STANDIN_TEXT)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(answer("Whole ", "answer."), id="[DONE]"),
+        pytest.param(answer("Whole ", "answer.", done=False), id="finish_reason then the end, no [DONE]"),
+    ],
+)
+async def test_a_finished_answer_completes(serve, openai, http, reply):
+    server = serve()
+    openai.replies.append(reply)
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "complete" and stream.last["finish_reason"] == "stop"
+    assert stream.text == "Whole answer."
+    session = await get_json(http, f"{server.url}/sessions/{stream.session_id}")
+    assert session["messages"][-1]["content"] == "Whole answer."
+    assert "interrupted" not in session["messages"][-1]
+
+
+async def test_an_error_line_before_any_text_keeps_its_code(serve, openai, http):
+    server = serve()
+    limited = Reply(frames=[chunk({"role": "assistant"})], raw=b'error: {"code": 429, "message": "busy"}\n\n')
+    openai.replies.extend([limited] * (RETRIES + 1))
+    stream = await chat_stream(http, server.url, "hello")
+    assert [d["type"] for d in stream.data] == ["session_info", "status", "error"]
+    assert stream.last["code"] == "rate_limited" and "busy" in stream.last["message"]
+    assert len(openai.requests) == RETRIES + 1
     await still_serving(http, server.url, STANDIN_TEXT)
 
 

@@ -35,7 +35,8 @@ class Reply:
     status: int = 200
     frames: list[str] = field(default_factory=list)  # each one ``data:`` payload (or a ": comment")
     body: Any = None  # JSON body of a non-200 answer
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # may replace the Content-Type
+    raw: bytes = b""  # written as is after the frames: an unfinished event, an ``error:`` line
     then: str = "end"  # after the frames: "end", "hold" (until the client leaves), "drop" (cut)
 
 
@@ -113,6 +114,8 @@ class StandIn:
                 await response.write(
                     f"{frame}\n\n".encode() if frame.startswith(":") else f"data: {frame}\n\n".encode()
                 )
+            if reply.raw:
+                await response.write(reply.raw)
             if reply.then == "drop" and request.transport is not None:
                 request.transport.close()  # what was written is flushed, then the body is cut
             if reply.then in ("hold", "drop"):

@@ -31,11 +31,15 @@ def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, choice
     return json.dumps(out)
 
 
-def answer(*pieces: str, finish: str = "stop", then: str = "end", done: bool = True) -> Reply:
-    """A role-only delta, one delta per piece, an empty delta with the finish reason, [DONE]."""
+def answer(*pieces: str, finish: str | None = "stop", then: str = "end", done: bool = True) -> Reply:
+    """A role-only delta, one delta per piece, an empty delta with the finish reason, [DONE].
+
+    ``finish=None`` leaves out the finish reason's event, ``done=False`` the ``[DONE]``.
+    """
     frames = [chunk({"role": "assistant", "content": ""})]
     frames += [chunk({"content": p}) for p in pieces]
-    frames.append(chunk({}, finish))
+    if finish is not None:
+        frames.append(chunk({}, finish))
     if done:
         frames.append("[DONE]")
     return Reply(frames=frames, then=then)

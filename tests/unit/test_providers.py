@@ -315,3 +315,243 @@ async def test_openai_llama_cpp_error_line_is_an_error(openai):
         await collect(openai_provider(openai, Sleeps()), history("hi"))
     assert caught.value.code == "model_error"
     assert "400: the request exceeds the available context size" in caught.value.message
+
+
+# When a stream is finished --------------------------------------------------------------------
+
+
+async def drain(provider: GeminiProvider | OpenAIProvider) -> tuple[list[str], ProviderError | None]:
+    """The pieces that came, and the ProviderError the stream ended with (None for a whole answer)."""
+    pieces: list[str] = []
+    try:
+        async for piece in provider.stream(history("hi")):
+            pieces.append(piece)
+    except ProviderError as exc:
+        return pieces, exc
+    finally:
+        await provider.aclose()
+    return pieces, None
+
+
+def finish_chunk(text: str | None = None, finish: str = "stop") -> str:
+    return o.chunk({"content": text} if text is not None else {}, finish)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(o.answer("a ", "b"), id="finish_reason then [DONE]"),
+        pytest.param(o.answer("a ", "b", finish=None), id="[DONE] without finish_reason"),
+        pytest.param(o.answer("a ", "b", done=False), id="finish_reason then the end of the body"),
+        pytest.param(
+            o.Reply(frames=[o.chunk({"content": "a "}), finish_chunk("b")]),
+            id="finish_reason with the last text, then the end of the body",
+        ),
+        pytest.param(
+            o.Reply(
+                frames=[
+                    *o.answer("a ", "b", done=False).frames,
+                    json.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+                    "[DONE]",
+                    o.chunk({"content": "never read"}),
+                ]
+            ),
+            id="finish_reason, usage, [DONE], then more",
+        ),
+        pytest.param(
+            o.Reply(frames=o.answer("a ", "b", done=False).frames, raw=b"data: [DONE]\n"),
+            id="finish_reason, then a [DONE] cut before its blank line",
+        ),
+        pytest.param(
+            o.Reply(
+                frames=o.answer("a ", "b").frames,
+                headers={"Content-Type": "text/event-stream; charset=utf-8"},
+            ),
+            id="a charset in the Content-Type",
+        ),
+    ],
+)
+async def test_openai_a_finished_stream_is_a_whole_answer(openai, reply):
+    openai.replies.append(reply)
+    assert await drain(openai_provider(openai, Sleeps())) == (["a ", "b"], None)
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        pytest.param(o.answer("a ", "b", finish=None, done=False), "ended without", id="neither"),
+        pytest.param(
+            o.Reply(frames=o.answer("a ", "b", finish=None, done=False).frames, raw=b": ping\n\n"),
+            "ended without",
+            id="a comment last",
+        ),
+        pytest.param(
+            o.Reply(
+                frames=o.answer("a ", "b", finish=None, done=False).frames,
+                raw=f"data: {finish_chunk()}\n".encode(),
+            ),
+            "inside an event",
+            id="the finish_reason's event cut before its blank line",
+        ),
+        pytest.param(
+            o.Reply(frames=o.answer("a ", "b", finish=None, done=False).frames, raw=b'data: {"choi'),
+            "inside an event",
+            id="cut inside a line",
+        ),
+        pytest.param(
+            o.Reply(frames=o.answer("a ", "b", finish=None, done=False).frames, raw=b"data: [DONE]"),
+            "inside an event",
+            id="[DONE] cut before its blank line",
+        ),
+    ],
+)
+async def test_openai_a_stream_without_its_end_marker_was_cut(openai, reply, said):
+    openai.replies.append(reply)
+    pieces, error = await drain(openai_provider(openai, Sleeps()))
+    assert pieces == ["a ", "b"]
+    assert error is not None and error.code == "model_error"
+    assert "cut short" in error.message and said in error.message
+    assert len(openai.requests) == 1  # text was sent: never asked again
+
+
+async def test_openai_a_cut_before_any_text_is_asked_again(openai):
+    cut = o.answer(finish=None, done=False)  # only the role's delta
+    openai.replies.extend([cut, o.answer("whole")])
+    sleeps = Sleeps()
+    assert await drain(openai_provider(openai, sleeps)) == (["whole"], None)
+    assert len(sleeps) == 1 and len(openai.requests) == 2
+
+    openai.replies.extend([cut] * 4)
+    sleeps = Sleeps()
+    pieces, error = await drain(openai_provider(openai, sleeps))
+    assert pieces == [] and error is not None and error.code == "model_error"
+    assert "cut short" in error.message and "after 4 attempts" in error.message
+    assert len(sleeps) == 3 and len(openai.requests) == 6
+
+
+@pytest.mark.parametrize(
+    ("bad", "said"),
+    [
+        ("{not json", "a data line that is not JSON"),
+        ('{"choices": [{"delta": {"content": "x"}}]', "a data line that is not JSON"),
+        ("[1, 2]", "an event that is not a JSON object"),
+        ("null", "an event that is not a JSON object"),
+        ('{"choices": {"0": {"delta": {"content": "x"}}}}', "choices is not a list"),
+        ('{"choices": ["x"]}', "choice is not an object"),
+        ('{"choices": [{"delta": "x"}]}', "delta is not an object"),
+        ('{"choices": [{"delta": {"content": 5}}]}', "delta.content is not a string"),
+        ('{"choices": [{"delta": {"content": ["x"]}}]}', "delta.content is not a string"),
+        ('{"choices": [{"delta": {}, "finish_reason": 1}]}', "finish_reason is not a string"),
+        ("[" * 100_000 + "]" * 100_000, "a data line that is not JSON"),  # too deep for json.loads
+    ],
+)
+async def test_openai_an_event_that_is_not_a_completion_chunk_is_model_error(openai, bad, said):
+    openai.replies.append(o.Reply(frames=[o.chunk({"content": "a "}), bad, finish_chunk("b"), "[DONE]"]))
+    pieces, error = await drain(openai_provider(openai, Sleeps()))
+    assert pieces == ["a "]
+    assert error is not None and error.code == "model_error" and said in error.message
+
+
+async def test_openai_a_malformed_first_event_is_not_asked_again(openai):
+    openai.replies.append(o.Reply(frames=["{not json", "[DONE]"]))
+    sleeps = Sleeps()
+    pieces, error = await drain(openai_provider(openai, sleeps))
+    assert pieces == [] and error is not None and error.code == "model_error"
+    assert sleeps == [] and len(openai.requests) == 1
+
+
+async def test_openai_a_200_that_is_not_an_event_stream_is_model_error(openai):
+    whole = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]
+    }
+    openai.replies.append(
+        o.Reply(raw=json.dumps(whole).encode(), headers={"Content-Type": "application/json"})
+    )
+    pieces, error = await drain(openai_provider(openai, Sleeps()))
+    assert pieces == [] and error is not None and error.code == "model_error"
+    assert "application/json, not text/event-stream" in error.message
+    assert len(openai.requests) == 1
+
+    # Event-stream framing under another name is not read either.
+    openai.replies.append(o.Reply(frames=o.answer("a").frames, headers={"Content-Type": "text/plain"}))
+    pieces, error = await drain(openai_provider(openai, Sleeps()))
+    assert pieces == [] and error is not None and "text/plain, not text/event-stream" in error.message
+
+
+async def test_openai_an_error_body_on_a_200_is_read_as_the_error(openai):
+    limited = json.dumps(o.error_body("slow down", "rate_limit_error", 429)).encode()
+    openai.replies.extend([o.Reply(raw=limited, headers={"Content-Type": "application/json"})] * 4)
+    sleeps = Sleeps()
+    pieces, error = await drain(openai_provider(openai, sleeps))
+    assert pieces == [] and error is not None and error.code == "rate_limited"
+    assert "slow down" in error.message
+    assert len(sleeps) == 3 and len(openai.requests) == 4
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (b'error: {"code": 500, "message": "the model crashed"}\n\n', "500: the model crashed"),
+        (b"event: error\ndata: the model crashed\n\n", "error: the model crashed"),
+        (b'event: error\ndata: {"error": {"message": "the model crashed"}}\n\n', "error: the model crashed"),
+    ],
+)
+async def test_openai_an_error_mid_answer_is_model_error(openai, raw, said):
+    openai.replies.append(o.Reply(frames=[o.chunk({"content": "a "})], raw=raw + b"data: [DONE]\n\n"))
+    pieces, error = await drain(openai_provider(openai, Sleeps()))
+    assert pieces == ["a "]
+    assert error is not None and error.code == "model_error"
+    assert "failed mid-answer" in error.message and said in error.message
+    assert len(openai.requests) == 1
+
+
+async def test_openai_an_error_line_before_any_text_keeps_its_code(openai):
+    limited = o.Reply(
+        frames=[o.chunk({"role": "assistant"})], raw=b'error: {"code": 429, "message": "busy"}\n\n'
+    )
+    openai.replies.extend([limited] * 4)
+    sleeps = Sleeps()
+    pieces, error = await drain(openai_provider(openai, sleeps))
+    assert pieces == [] and error is not None and error.code == "rate_limited"
+    assert len(sleeps) == 3 and len(openai.requests) == 4
+
+
+async def test_gemini_a_stream_without_a_finish_reason_was_cut(gemini):
+    gemini.replies.append(g.Reply(frames=[g.chunk("a "), g.chunk("b")]))
+    pieces, error = await drain(gemini_provider(gemini, Sleeps()))
+    assert pieces == ["a ", "b"]
+    assert error is not None and error.code == "model_error"
+    assert "cut short" in error.message and "finishReason" in error.message
+    assert len(gemini.requests) == 1
+
+
+async def test_gemini_a_finish_reason_on_a_chunk_without_text_ends_the_answer(gemini):
+    gemini.replies.append(g.Reply(frames=[g.chunk("a "), g.chunk("b"), g.chunk(None, "STOP")]))
+    assert await drain(gemini_provider(gemini, Sleeps())) == (["a ", "b"], None)
+
+
+async def test_gemini_a_cut_before_any_text_is_asked_again(gemini):
+    gemini.replies.extend([g.Reply(frames=[]), g.Reply(frames=[g.chunk("")]), g.answer("whole")])
+    sleeps = Sleeps()
+    assert await drain(gemini_provider(gemini, sleeps)) == (["whole"], None)
+    assert len(sleeps) == 2 and len(gemini.requests) == 3
+
+    gemini.replies.extend([g.Reply(frames=[])] * 4)
+    pieces, error = await drain(gemini_provider(gemini, Sleeps()))
+    assert pieces == [] and error is not None and error.code == "model_error"
+    assert "cut short" in error.message and "after 4 attempts" in error.message
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "{not json",
+        json.dumps({"candidates": [{"content": {"role": "model", "parts": [{"text": 5}]}}]}),
+    ],
+)
+async def test_gemini_a_malformed_chunk_is_model_error(gemini, bad):
+    gemini.replies.append(g.Reply(frames=[g.chunk("a "), bad, g.chunk("b", "STOP")]))
+    pieces, error = await drain(gemini_provider(gemini, Sleeps()))
+    assert pieces == ["a "]
+    assert error is not None and error.code == "model_error" and "malformed chunk" in error.message
+    assert len(gemini.requests) == 1
