@@ -41,7 +41,7 @@ system-deps:
 	fi
 
 ## test: lint, types, then the whole test suite, with its coverage (server processes included)
-COVERAGE_FLOOR ?= 85
+COVERAGE_FLOOR ?= 90
 test: system-deps lint typecheck
 	rm -f .coverage .coverage.*
 	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)

@@ -7,7 +7,12 @@ its own body shape); these dataclasses document what the routes accept and answe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
+
+from quart_sse.stores.base import CURSOR_PATTERN, LIST_LIMIT, MAX_LIST_LIMIT
 
 
 @dataclass
@@ -49,9 +54,33 @@ class SessionCreated:
     created_at: str
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    """An optional query parameter has no value when omitted (not null)."""
+    schema.pop("default", None)
+
+
+@dataclass
+class SessionListQuery:
+    """The query of ``GET /sessions`` (checked by hand in the route: anything else is a 400)."""
+
+    limit: Annotated[
+        int,
+        Field(ge=1, le=MAX_LIST_LIMIT, description=f"the most sessions in the page (default {LIST_LIMIT})"),
+    ] = LIST_LIMIT
+    cursor: Annotated[
+        Annotated[str, Field(pattern=CURSOR_PATTERN)] | SkipJsonSchema[None],
+        Field(
+            description="the next_cursor of the page before, as it is (omitted: the first page)",
+            json_schema_extra=_no_default,
+        ),
+    ] = None
+
+
 @dataclass
 class SessionSummary:
     session_id: str
+    title: str
+    """The session's first user message, cut to 80 characters; ``""`` while it has none."""
     message_count: int
     created_at: str
     last_activity: str
@@ -60,7 +89,11 @@ class SessionSummary:
 @dataclass
 class SessionList:
     sessions: list[SessionSummary]
+    """One page, latest activity first."""
     count: int
+    """How many sessions the caller has in all (not only this page)."""
+    next_cursor: str | None = None
+    """The ``cursor`` of the next page; null on the last page."""
     scope: Literal["own", "all"] = "own"
     """``own``: the caller's sessions; ``all``: every session (an admin key, or no API_KEYS)."""
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from quart import Blueprint
-from quart_schema import document_response
+import re
+
+from quart import Blueprint, request
+from quart_schema import document_querystring, document_response
 
 from quart_sse import codes
 from quart_sse.blueprints import caller, engine
@@ -14,9 +16,11 @@ from quart_sse.blueprints.schemas import (
     SessionDeleted,
     SessionDetail,
     SessionList,
+    SessionListQuery,
 )
 from quart_sse.ids import new_id
 from quart_sse.models import Session, now_iso
+from quart_sse.stores.base import LIST_LIMIT, MAX_LIST_LIMIT
 
 bp = Blueprint("sessions", __name__)
 
@@ -39,24 +43,70 @@ async def new_session() -> tuple[dict[str, str], int]:
     return {"session_id": session.session_id, "model": session.model, "created_at": session.created_at}, 201
 
 
+_DIGITS = re.compile(r"[0-9]{1,7}")
+
+
+def _query(name: str) -> str | None:
+    """A query parameter given at most once (None: absent); 400 when it is repeated."""
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise codes.Refused(codes.INVALID_REQUEST, f"query parameter {name!r} is given more than once")
+    return values[0] if values else None
+
+
+def _limit() -> int:
+    raw = _query("limit")
+    if raw is None:
+        return LIST_LIMIT
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIST_LIMIT:
+        raise codes.Refused(
+            codes.INVALID_REQUEST,
+            f"query parameter 'limit' must be an integer from 1 to {MAX_LIST_LIMIT}, not {raw[:40]!r}",
+        )
+    return int(raw)
+
+
 @bp.get("/sessions")
+@document_querystring(SessionListQuery)
 @document_response(SessionList)
+@document_response(ErrorBody, 400)
 async def list_sessions() -> dict[str, object]:
-    """The caller's sessions (every session for an admin key, or without keys), oldest first."""
+    """The caller's sessions, latest activity first, a page at a time.
+
+    The caller's: every session for an admin key or without API_KEYS (``scope`` ``all``),
+    else the sessions of the caller's key (``own``).  Each summary has the session's
+    ``title`` (its first user message, cut to 80 characters; ``""`` while it has none) and
+    ``message_count``, not its messages (``GET /sessions/{session_id}`` has them).  Sessions
+    with equal ``last_activity`` (to the ms) come in an order of their own, the same on
+    every page.
+
+    Query: ``limit``, the most sessions in the page, 1 to 1000 (default 100); ``cursor``,
+    the ``next_cursor`` of the page before (omitted: the first page).  ``count`` is how many
+    sessions the caller has in all; ``next_cursor`` is null on the last page.  Paging
+    through with the cursors lists each session once, unless it has new activity meanwhile
+    (it moves to the front of the list).  A ``limit`` that is not an integer in range, or a
+    ``cursor`` that is not one this server gave, is a 400 ``invalid_request``.
+    """
+    limit = _limit()
+    cursor = _query("cursor")
     who = caller()
-    sessions = await engine().store.list_sessions(None if who.admin else who.owner)
-    items = [
-        {
-            "session_id": s.session_id,
-            "message_count": len(s.messages),
-            "created_at": s.created_at,
-            "last_activity": s.last_activity,
-        }
-        for s in sessions
-    ]
+    owner = None if who.admin else who.owner
+    store = engine().store
+    page = await store.list_sessions(owner, limit, cursor)
+    count = await store.count_sessions(owner)
     return {
-        "sessions": items,
-        "count": len(items),
+        "sessions": [
+            {
+                "session_id": s.session_id,
+                "title": s.title,
+                "message_count": s.message_count,
+                "created_at": s.created_at,
+                "last_activity": s.last_activity,
+            }
+            for s in page.sessions
+        ],
+        "count": count,
+        "next_cursor": page.next_cursor,
         "scope": "all" if who.admin or who.owner is None else "own",
     }
 

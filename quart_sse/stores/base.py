@@ -10,11 +10,91 @@ the readers of streams generated here are served by the engine's hub.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
 
+from quart_sse import codes
 from quart_sse.models import Message, Session, StreamInfo
+
+TITLE_CHARS = 80
+"""A session's title is its first user message, cut to this many characters."""
+
+LIST_LIMIT = 100
+"""Sessions in one page of a listing when the caller names no ``limit``."""
+
+MAX_LIST_LIMIT = 1000
+"""The most sessions one page of a listing holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """A session as a listing shows it: no messages, their count and its title instead.
+
+    ``title`` is the session's first user message (whitespace runs made one space), cut to
+    :data:`TITLE_CHARS` characters; ``""`` while it has none (new, or cleared).
+    """
+
+    session_id: str
+    title: str
+    message_count: int
+    created_at: str
+    last_activity: str
+
+
+class SessionPage(NamedTuple):
+    """One page of a listing, latest activity first; ``next_cursor`` (None on the last page)
+    asks for the page after it."""
+
+    sessions: list[SessionSummary]
+    next_cursor: str | None
+
+
+def title_of(text: str) -> str:
+    """The title a session takes from its first user message."""
+    title = " ".join(text.split())
+    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def activity_ms(timestamp: str) -> int:
+    """An ISO 8601 time (a session's ``last_activity``) as whole ms since the epoch: the score
+    sessions are listed by."""
+    moment = datetime.fromisoformat(timestamp)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+CURSOR_PATTERN = r"^[0-9]{1,16}\.(?:[0-9a-f]{2}){1,512}$"
+"""What a cursor looks like: an activity score, ``.``, a session id (UTF-8, in hex).  Any
+string of this shape is a place in the order, so it is accepted; anything else is refused."""
+
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
+def encode_cursor(score: int, session_id: str) -> str:
+    """The cursor of the page after a session (given by its activity score and id)."""
+    return f"{score}.{session_id.encode('utf-8', 'surrogateescape').hex()}"
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """The (activity score, session id) of a cursor: the place after which its page starts.
+
+    Raises ``Refused`` (``invalid_request``) for a string not of :data:`CURSOR_PATTERN`'s
+    shape.  (An id that is not UTF-8 comes back with surrogate escapes: such a cursor is
+    still a place in the order, between sessions.)
+    """
+    if not _CURSOR.fullmatch(cursor):
+        raise codes.Refused(
+            codes.INVALID_REQUEST, "cursor is malformed: pass the next_cursor of the page before as it is"
+        )
+    score, hexed = cursor.split(".")
+    return int(score), bytes.fromhex(hexed).decode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +145,20 @@ class Store(Protocol):
 
     async def get_session(self, session_id: str) -> Session | None: ...
 
-    async def list_sessions(self, owner: str | None = None) -> list[Session]:
-        """The sessions of ``owner`` (None: every session)."""
+    async def list_sessions(
+        self, owner: str | None = None, limit: int = LIST_LIMIT, cursor: str | None = None
+    ) -> SessionPage:
+        """A page of up to ``limit`` summaries of the sessions of ``owner`` (None: every
+        session), latest activity first (equal activity: by session id, descending).
+
+        ``cursor``: the ``next_cursor`` of the page before (None: the first page).  Each
+        session is listed once across the pages, unless it has new activity meanwhile (it
+        moves to the front).  Costs O(log n + limit), whatever the sessions hold.  Raises
+        ``Refused`` (``invalid_request``) for a malformed cursor.
+        """
 
     async def count_sessions(self, owner: str | None = None) -> int:
-        """How many sessions ``owner`` has (None: every session)."""
+        """How many sessions ``owner`` has (None: every session); O(1) (O(expired) at most)."""
 
     async def delete_session(self, session_id: str) -> bool: ...
     async def clear_session(self, session_id: str) -> bool: ...

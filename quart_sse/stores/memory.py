@@ -9,12 +9,50 @@ from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 
 from quart_sse.codes import GenerationRunning, SessionNotFound
 from quart_sse.ids import PROCESS_INSTANCE
 from quart_sse.models import Message, Session, StreamInfo, now_iso
-from quart_sse.stores.base import Append, Tail
+from quart_sse.stores.base import (
+    LIST_LIMIT,
+    Append,
+    SessionPage,
+    SessionSummary,
+    Tail,
+    activity_ms,
+    decode_cursor,
+    encode_cursor,
+    title_of,
+)
+
+_Key = tuple[int, str]
+"""A session's place in an activity index: (its last activity in ms, its id)."""
+
+
+class _Activity:
+    """Sessions in order of last activity (ascending keys; listed from the end)."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self) -> None:
+        self.keys: list[_Key] = []
+
+    def add(self, key: _Key) -> None:
+        insort(self.keys, key)
+
+    def remove(self, key: _Key) -> None:
+        i = bisect_left(self.keys, key)
+        if i < len(self.keys) and self.keys[i] == key:
+            del self.keys[i]
+
+    def page(self, limit: int, after: _Key | None) -> tuple[list[_Key], bool]:
+        """Up to ``limit`` keys below ``after`` (None: from the top), highest first; and
+        whether more follow."""
+        end = len(self.keys) if after is None else bisect_left(self.keys, after)
+        start = max(0, end - limit)
+        return self.keys[start:end][::-1], start > 0
 
 
 class _Log:
@@ -43,6 +81,9 @@ class MemoryStore:
         self._sessions: dict[str, Session] = {}
         self._touched: dict[str, float] = {}
         self._logs: dict[str, _Log] = {}
+        self._keys: dict[str, _Key] = {}  # each session's place in the activity indexes
+        self._all = _Activity()
+        self._owned: dict[str, _Activity] = {}  # by owner id
         self._sweeper: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -60,26 +101,68 @@ class MemoryStore:
         self, session_id: str, model: str, now: str, owner: str | None = None
     ) -> Session:
         session = Session(session_id, model, now, now, owner=owner)
+        if (old := self._sessions.get(session_id)) is not None:
+            self._unindex(old)
         self._sessions[session_id] = session
         self._touched[session_id] = time.monotonic()
+        self._active(session)
         return session
 
     async def get_session(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
 
-    async def list_sessions(self, owner: str | None = None) -> list[Session]:
-        if owner is None:
-            return list(self._sessions.values())
-        return [s for s in self._sessions.values() if s.owner == owner]
+    def _index(self, owner: str | None) -> _Activity:
+        return self._all if owner is None else self._owned.get(owner) or _Activity()
+
+    def _active(self, session: Session) -> None:
+        """Move the session to its place by last activity (in every index it is in)."""
+        self._unindex(session)
+        key = (activity_ms(session.last_activity), session.session_id)
+        self._keys[session.session_id] = key
+        self._all.add(key)
+        if session.owner is not None:
+            self._owned.setdefault(session.owner, _Activity()).add(key)
+
+    def _unindex(self, session: Session) -> None:
+        key = self._keys.pop(session.session_id, None)
+        if key is None:
+            return
+        self._all.remove(key)
+        if session.owner is not None and (owned := self._owned.get(session.owner)) is not None:
+            owned.remove(key)
+            if not owned.keys:
+                del self._owned[session.owner]
+
+    @staticmethod
+    def _summary(session: Session) -> SessionSummary:
+        first = next((m.content for m in session.messages if m.role == "user"), "")
+        return SessionSummary(
+            session.session_id,
+            title_of(first),
+            len(session.messages),
+            session.created_at,
+            session.last_activity,
+        )
+
+    async def list_sessions(
+        self, owner: str | None = None, limit: int = LIST_LIMIT, cursor: str | None = None
+    ) -> SessionPage:
+        assert limit >= 1
+        after = decode_cursor(cursor) if cursor is not None else None
+        keys, more = self._index(owner).page(limit, after)
+        summaries = [self._summary(self._sessions[session_id]) for _, session_id in keys]
+        return SessionPage(summaries, encode_cursor(*keys[-1]) if more and keys else None)
 
     async def count_sessions(self, owner: str | None = None) -> int:
-        if owner is None:
-            return len(self._sessions)
-        return sum(1 for s in self._sessions.values() if s.owner == owner)
+        return len(self._index(owner).keys)
 
     async def delete_session(self, session_id: str) -> bool:
         self._touched.pop(session_id, None)
-        return self._sessions.pop(session_id, None) is not None
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        self._unindex(session)
+        return True
 
     async def clear_session(self, session_id: str) -> bool:
         session = self._sessions.get(session_id)
@@ -88,12 +171,14 @@ class MemoryStore:
         session.messages = []
         session.last_activity = now_iso()
         self._touched[session_id] = time.monotonic()
+        self._active(session)
         return True
 
     def _add(self, session: Session, message: Message) -> int:
         session.messages.append(message)
         session.last_activity = message.timestamp
         self._touched[session.session_id] = time.monotonic()
+        self._active(session)
         return len(session.messages)
 
     async def begin_generation(self, session_id: str, stream_id: str, message: Message) -> None:
@@ -130,6 +215,7 @@ class MemoryStore:
                 if touched < horizon and session is not None and session.generating is None:
                     del self._sessions[session_id]
                     del self._touched[session_id]
+                    self._unindex(session)
 
     # Stream logs -----------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from quart_sse.codes import StoreUnavailable
 from quart_sse.ids import PROCESS_INSTANCE
 from quart_sse.models import Message, StreamInfo, now_iso
 from quart_sse.stores import redis_lua as lua
-from quart_sse.stores.base import Append, Tail
+from quart_sse.stores.base import Append, Tail, activity_ms, title_of
 from quart_sse.stores.redis_sessions import PREFIX, RedisSessions
 
 log = logging.getLogger("quart_sse.stores.redis")
@@ -113,7 +113,7 @@ class RedisStore(RedisSessions):
         self._blocking = self._client(self.heartbeat + self.timeout, READER_CONNECTIONS, wait=False)
         self._scripts = {
             name: self._redis.register_script(getattr(lua, name))
-            for name in ("BEGIN", "APPEND", "SAVE", "LOAD", "CHECK", "RENEW")
+            for name in ("BEGIN", "APPEND", "SAVE", "LOAD", "CHECK", "RENEW", "LIST", "COUNT", "CLEAR")
         }
         self._renewer = asyncio.create_task(self._renew_forever(), name="redis-lease-renewer")
 
@@ -141,20 +141,28 @@ class RedisStore(RedisSessions):
             raise StoreUnavailable(UNREACHABLE) from None
 
     async def _run(self, name: str, *args: Any, now: str | None = None) -> Any:
+        now = now or now_iso()
         head = (
             PREFIX,
             self.instance_id,
-            now or now_iso(),
+            now,
             int(time.time() * 1000),
             int((self.session_ttl or 0) * 1000),
             int(self.retention * 1000),
+            activity_ms(now),
         )
         with self._guard():
             return await self._scripts[name](args=(*head, *args))
 
     async def begin_generation(self, session_id: str, stream_id: str, message: Message) -> None:
         running = await self._run(
-            "BEGIN", session_id, stream_id, int(self.lease * 1000), _dump(message), now=message.timestamp
+            "BEGIN",
+            session_id,
+            stream_id,
+            int(self.lease * 1000),
+            _dump(message),
+            title_of(message.content) if message.role == "user" else "",
+            now=message.timestamp,
         )
         if running == -1:
             raise codes.SessionNotFound(session_id)

@@ -1,9 +1,13 @@
 """The Redis store's Lua scripts: every write that must be atomic across instances.
 
 Keys (``P`` is the prefix, ``qs:``): ``P s:{session}`` hash (model, created_at,
-last_activity, generating, owner), ``P m:{session}`` list of messages (JSON), ``P sessions``
-sorted set (score: the session's expiry in ms, ``+inf`` when it has none) and
-``P so:{owner}`` the same for one owner's sessions, ``P st:{stream}`` hash (session, owner
+last_activity, generating, owner, count: the messages it holds, title: its first user
+message, cut short), ``P m:{session}`` list of messages (JSON), ``P sessions`` sorted set
+(score: the session's expiry in ms, ``+inf`` when it has none) and ``P so:{owner}`` the same
+for one owner's sessions, ``P active`` sorted set of the same sessions scored by their last
+activity (ms; equal scores: by session id) and ``P ao:{owner}`` the same for one owner's
+(each pair, expiry and activity, holds the same sessions: a session whose expiry has passed
+leaves both at once), ``P st:{stream}`` hash (session, owner
 (the generating instance), uid (the session's owner id), last id, finished, saved, closed),
 ``P log:{stream}`` the Redis Stream of frames (entry ``0-k`` is event ``k``; field ``f`` the
 frame, ``e`` on the final one), ``P lease:{stream}`` the owner's lease (its instance id,
@@ -18,22 +22,39 @@ final event themselves.
 Key names are built inside the scripts from the prefix, so the scripts suit one Redis
 server (or a replicated one), not Redis Cluster.
 
-Every script starts with the same six arguments (:data:`HEAD`), then its own.
+Every script starts with the same seven arguments (:data:`HEAD`), then its own (``ARGV[8..]``).
 """
 
 from __future__ import annotations
 
-HEAD = ("prefix", "instance", "now_iso", "now_ms", "session_ttl_ms", "retention_ms")
+HEAD = ("prefix", "instance", "now_iso", "now_ms", "session_ttl_ms", "retention_ms", "activity_ms")
+"""``activity_ms``: ``now_iso`` in ms, the activity score of what the script does now (it
+follows ``now_iso``, which a write may take from its message; ``now_ms`` is the clock)."""
 
 _PRELUDE = """
 local P, me, now, now_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local ttl_ms, ret_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
+local ttl_ms, ret_ms, act_ms = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 
 -- A session's place in the indexes (all sessions, and its owner's), scored by its expiry.
 local function index(session, score)
   redis.call('ZADD', P .. 'sessions', score, session)
   local owner = redis.call('HGET', P .. 's:' .. session, 'owner')
   if owner then redis.call('ZADD', P .. 'so:' .. owner, score, session) end
+end
+
+-- A session's place in the activity indexes (all sessions, and its owner's): now.
+local function active(session)
+  redis.call('ZADD', P .. 'active', act_ms, session)
+  local owner = redis.call('HGET', P .. 's:' .. session, 'owner')
+  if owner then redis.call('ZADD', P .. 'ao:' .. owner, act_ms, session) end
+end
+
+-- A message went onto the session's list: its count and last activity follow.
+local function pushed(session)
+  local n = redis.call('LLEN', P .. 'm:' .. session)
+  redis.call('HSET', P .. 's:' .. session, 'count', n, 'last_activity', now)
+  active(session)
+  return n
 end
 
 -- The session's expiry moves on (SESSION_TTL) when it is touched and no generation runs.
@@ -71,7 +92,7 @@ local function reap(sid)
     if answer and answer ~= '' then
       local message = {role = 'model', content = answer, timestamp = now, interrupted = true}
       redis.call('RPUSH', P .. 'm:' .. session, cjson.encode(message))
-      redis.call('HSET', skey, 'last_activity', now)
+      pushed(session)
     end
   end
   if exists and redis.call('HGET', skey, 'generating') == sid then
@@ -90,13 +111,14 @@ local function alive(sid)
 end
 """
 
-# ARGV[7..]: session, stream, lease ms, the user's message (JSON).
+# ARGV[8..]: session, stream, lease ms, the user's message (JSON), its title (the session's
+# title if it has none yet: this is its first user message).
 # Nil when the slot is taken; the running stream's id when it is held by a live owner;
 # -1 when the session does not exist.  A holder whose lease lapsed is closed first.
 BEGIN = (
     _PRELUDE
     + """
-local session, sid, lease_ms, first = ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10]
+local session, sid, lease_ms, first, title = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12]
 local skey, mkey = P .. 's:' .. session, P .. 'm:' .. session
 if redis.call('EXISTS', skey) == 0 then return -1 end
 local running = redis.call('HGET', skey, 'generating')
@@ -104,8 +126,10 @@ if running then
   if alive(running) then return running end
   reap(running)
 end
-redis.call('HSET', skey, 'generating', sid, 'last_activity', now)
+redis.call('HSET', skey, 'generating', sid)
 redis.call('RPUSH', mkey, first)
+if title ~= '' then redis.call('HSETNX', skey, 'title', title) end
+pushed(session)
 redis.call('PERSIST', skey)
 redis.call('PERSIST', mkey)
 if ttl_ms > 0 then index(session, '+inf') end
@@ -118,7 +142,7 @@ return false
 """
 )
 
-# ARGV[7..]: per stream: stream id, "1" if its last frame is the final one, n, the id of
+# ARGV[8..]: per stream: stream id, "1" if its last frame is the final one, n, the id of
 # its first frame, the answer text the frames add, n frames.  Frames go in only while this
 # instance holds the stream's lease and the first frame follows the log's last one;
 # otherwise the stream is lost (closed as interrupted if its owner is gone or is us).
@@ -127,7 +151,7 @@ APPEND = (
     _PRELUDE
     + """
 local lost = {}
-local i = 7
+local i = 8
 while i <= #ARGV do
   local sid, final, n, first = ARGV[i], ARGV[i + 1] == '1', tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local text = ARGV[i + 4]
@@ -160,12 +184,12 @@ return lost
 """
 )
 
-# ARGV[7..]: session, stream, the answer (JSON, or "" for none).
+# ARGV[8..]: session, stream, the answer (JSON, or "" for none).
 # The new history length; -1 when the lease is not ours any more; -2 without a session.
 SAVE = (
     _PRELUDE
     + """
-local session, sid, answer = ARGV[7], ARGV[8], ARGV[9]
+local session, sid, answer = ARGV[8], ARGV[9], ARGV[10]
 local meta = P .. 'st:' .. sid
 if redis.call('GET', P .. 'lease:' .. sid) ~= me or redis.call('HGET', meta, 'finished') == '1' then
   return -1
@@ -175,7 +199,7 @@ local skey, mkey = P .. 's:' .. session, P .. 'm:' .. session
 if redis.call('EXISTS', skey) == 0 then return -2 end
 if answer ~= '' then
   redis.call('RPUSH', mkey, answer)
-  redis.call('HSET', skey, 'last_activity', now)
+  pushed(session)
 end
 if redis.call('HGET', skey, 'generating') == sid then redis.call('HDEL', skey, 'generating') end
 touch(session)
@@ -183,12 +207,12 @@ return redis.call('LLEN', mkey)
 """
 )
 
-# ARGV[7..]: session.  {hash fields, messages} or nil; a holder whose lease lapsed is
+# ARGV[8..]: session.  {hash fields, messages} or nil; a holder whose lease lapsed is
 # closed first, so that a dead instance never keeps the session locked.
 LOAD = (
     _PRELUDE
     + """
-local session = ARGV[7]
+local session = ARGV[8]
 local skey = P .. 's:' .. session
 local running = redis.call('HGET', skey, 'generating')
 if running and not alive(running) then reap(running) end
@@ -198,25 +222,25 @@ return {fields, redis.call('LRANGE', P .. 'm:' .. session, 0, -1)}
 """
 )
 
-# ARGV[7..]: stream.  What a reader finds when the stream is quiet: 0 unknown stream,
+# ARGV[8..]: stream.  What a reader finds when the stream is quiet: 0 unknown stream,
 # 1 ended or still owned, 2 closed now because its owner's lease lapsed.
 CHECK = (
     _PRELUDE
     + """
-local sid = ARGV[7]
+local sid = ARGV[8]
 if alive(sid) then return 1 end
 return reap(sid)
 """
 )
 
-# ARGV[7..]: lease ms, streams.  Renews this instance's leases; returns the streams whose
+# ARGV[8..]: lease ms, streams.  Renews this instance's leases; returns the streams whose
 # lease is not ours any more.
 RENEW = (
     _PRELUDE
     + """
-local lease_ms = tonumber(ARGV[7])
+local lease_ms = tonumber(ARGV[8])
 local lost = {}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local sid = ARGV[i]
   local lease = P .. 'lease:' .. sid
   if redis.call('GET', lease) == me then
@@ -230,5 +254,116 @@ redis.call('ZADD', P .. 'instances', now_ms + lease_ms, me)
 redis.call('ZREMRANGEBYSCORE', P .. 'instances', '-inf', now_ms - 60000)
 redis.call('ZREMRANGEBYSCORE', P .. 'running', '-inf', now_ms - 60000)
 return lost
+"""
+)
+
+# The indexes a listing or a count reads (ARGV[8], ARGV[9]: "1" and an owner id, or "0" for
+# every session): expiry and activity; what has expired leaves both first.  Costs
+# O(log n) per session gone since the last purge of the pair, nothing for the others.
+_INDEXES = """
+local function indexes(one, owner)
+  if one == '1' then return P .. 'so:' .. owner, P .. 'ao:' .. owner end
+  return P .. 'sessions', P .. 'active'
+end
+
+local function purge(exp, act)
+  while true do
+    local gone = redis.call('ZRANGEBYSCORE', exp, '-inf', '(' .. now_ms, 'LIMIT', 0, 500)
+    if #gone == 0 then return end
+    redis.call('ZREM', exp, unpack(gone))
+    redis.call('ZREM', act, unpack(gone))
+  end
+end
+"""
+
+# ARGV[8..]: "1" and an owner id, or "0" and "" (every session).  How many sessions.
+COUNT = (
+    _PRELUDE
+    + _INDEXES
+    + """
+local exp, act = indexes(ARGV[8], ARGV[9])
+purge(exp, act)
+return redis.call('ZCARD', act)
+"""
+)
+
+# ARGV[8..]: "1" and an owner id, or "0" and ""; limit; the cursor's score and session id
+# ("" and "" for the first page).  A page of the sessions latest activity first (equal
+# scores: session id descending, Redis's own order): {flat, more} where flat holds, per
+# session, its id, score, created_at, last_activity, count and title, and more is 1 when
+# sessions follow the page.  The page starts at the cursor's place (found by rank, in
+# O(log n), even if its session has moved or gone since); an entry whose session hash has
+# gone is dropped from the indexes on the way.
+LIST = (
+    _PRELUDE
+    + _INDEXES
+    + """
+local exp, act = indexes(ARGV[8], ARGV[9])
+local limit, after_score, after_id = tonumber(ARGV[10]), ARGV[11], ARGV[12]
+purge(exp, act)
+
+-- a < b byte by byte (the order Redis gives members of equal score; Lua's < follows the locale).
+local function below(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+-- The rank (from the top) of the first entry after (score, id): a binary search among the
+-- entries of that score, ordered by id descending.
+local function rank_after(score, id)
+  local lo = redis.call('ZCOUNT', act, '(' .. score, '+inf')
+  local hi = lo + redis.call('ZCOUNT', act, score, score)
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if below(redis.call('ZREVRANGE', act, mid, mid)[1], id) then hi = mid else lo = mid + 1 end
+  end
+  return lo
+end
+
+local rank = 0
+if after_score ~= '' then rank = rank_after(after_score, after_id) end
+local flat, n, more = {}, 0, 0
+while more == 0 do
+  local batch = redis.call('ZREVRANGE', act, rank, rank + limit - n, 'WITHSCORES')
+  local kept = 0
+  for j = 1, #batch, 2 do
+    local id = batch[j]
+    local skey = P .. 's:' .. id
+    local f = redis.call('HMGET', skey, 'created_at', 'last_activity', 'count', 'title')
+    if not f[1] then
+      redis.call('ZREM', act, id)  -- gone (expired a moment ago, or deleted meanwhile)
+      redis.call('ZREM', exp, id)
+    elseif n == limit then
+      more = 1
+      break
+    else
+      local count = f[3] or tostring(redis.call('LLEN', P .. 'm:' .. id))
+      for _, v in ipairs({id, batch[j + 1], f[1], f[2], count, f[4] or ''}) do flat[#flat + 1] = v end
+      n, kept = n + 1, kept + 1
+    end
+  end
+  if more == 1 or #batch < 2 * (limit - n + kept + 1) then break end
+  rank = rank + kept
+end
+return {flat, more}
+"""
+)
+
+# ARGV[8..]: session.  Forget its messages (count 0, no title); 1, or 0 without the session.
+CLEAR = (
+    _PRELUDE
+    + """
+local session = ARGV[8]
+local skey = P .. 's:' .. session
+if redis.call('EXISTS', skey) == 0 then return 0 end
+redis.call('DEL', P .. 'm:' .. session)
+redis.call('HSET', skey, 'count', 0, 'last_activity', now)
+redis.call('HDEL', skey, 'title')
+active(session)
+if not redis.call('HGET', skey, 'generating') then touch(session) end
+return 1
 """
 )

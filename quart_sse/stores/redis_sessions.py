@@ -1,7 +1,10 @@
-"""The Redis store's sessions: a hash and a message list each, indexed by expiry.
+"""The Redis store's sessions: a hash and a message list each, indexed by expiry and by
+last activity (all sessions, and each owner's).
 
-Writes that must be atomic with the generation slot (begin, save, add) are Lua scripts in
-:mod:`redis_lua`, run by :class:`~quart_sse.stores.redis.RedisStore`.
+Writes that must be atomic with the generation slot (begin, save, add) and with the
+indexes (clear, list, count) are Lua scripts in :mod:`redis_lua`, run by
+:class:`~quart_sse.stores.redis.RedisStore`.  A listing reads the activity index and the
+session hashes (which keep a message count and a title), never the messages.
 """
 
 from __future__ import annotations
@@ -12,7 +15,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from quart_sse.models import Message, Session, now_iso
+from quart_sse.models import Message, Session
+from quart_sse.stores.base import (
+    LIST_LIMIT,
+    SessionPage,
+    SessionSummary,
+    activity_ms,
+    decode_cursor,
+    encode_cursor,
+)
 
 PREFIX = "qs:"
 
@@ -39,22 +50,35 @@ class RedisSessions:
 
     @staticmethod
     def _index(owner: str | None) -> str:
-        """The sorted set of all sessions, or of one owner's."""
+        """The sorted set of all sessions, or of one owner's, by expiry."""
         return f"{PREFIX}so:{owner}" if owner is not None else f"{PREFIX}sessions"
+
+    @staticmethod
+    def _activity(owner: str | None) -> str:
+        """The sorted set of all sessions, or of one owner's, by last activity."""
+        return f"{PREFIX}ao:{owner}" if owner is not None else f"{PREFIX}active"
+
+    @staticmethod
+    def _whose(owner: str | None) -> tuple[str, str]:
+        """A script's arguments naming the indexes of ``owner`` (None: every session's)."""
+        return ("0", "") if owner is None else ("1", owner)
 
     async def create_session(
         self, session_id: str, model: str, now: str, owner: str | None = None
     ) -> Session:
         key = f"{PREFIX}s:{session_id}"
-        fields = {"model": model, "created_at": now, "last_activity": now}
+        fields = {"model": model, "created_at": now, "last_activity": now, "count": "0"}
         if owner is not None:
             fields["owner"] = owner
+        active = activity_ms(now)
         with self._guard():
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(key, mapping=fields)
                 pipe.zadd(f"{PREFIX}sessions", {session_id: self._deadline()})
+                pipe.zadd(self._activity(None), {session_id: active})
                 if owner is not None:
                     pipe.zadd(self._index(owner), {session_id: self._deadline()})
+                    pipe.zadd(self._activity(owner), {session_id: active})
                 if self.session_ttl:
                     pipe.pexpire(key, int(self.session_ttl * 1000))
                 await pipe.execute()
@@ -81,50 +105,41 @@ class RedisSessions:
         flat, messages = found
         return self._session(session_id, dict(zip(flat[::2], flat[1::2], strict=True)), messages)
 
-    async def list_sessions(self, owner: str | None = None) -> list[Session]:
-        with self._guard():
-            ids = await self.redis.zrangebyscore(self._index(owner), time.time() * 1000, "+inf")
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for raw in ids:
-                    pipe.hgetall(f"{PREFIX}s:{raw.decode()}")
-                    pipe.lrange(f"{PREFIX}m:{raw.decode()}", 0, -1)
-                found = await pipe.execute()
-        sessions = [
-            self._session(raw.decode(), fields, messages)
-            for raw, fields, messages in zip(ids, found[::2], found[1::2], strict=True)
-            if fields
+    async def list_sessions(
+        self, owner: str | None = None, limit: int = LIST_LIMIT, cursor: str | None = None
+    ) -> SessionPage:
+        assert limit >= 1
+        after: tuple[int | str, bytes] = ("", b"")
+        if cursor is not None:
+            score, at_id = decode_cursor(cursor)
+            after = (score, at_id.encode("utf-8", "surrogateescape"))
+        flat, more = await self._run("LIST", *self._whose(owner), limit, *after)
+        text = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in flat]
+        rows = [text[i : i + 6] for i in range(0, len(text), 6)]
+        summaries = [
+            SessionSummary(session_id, title, int(count), created_at, last_activity)
+            for session_id, _, created_at, last_activity, count, title in rows
         ]
-        return sorted(sessions, key=lambda s: s.created_at)
+        if not more or not rows:
+            return SessionPage(summaries, None)
+        last_id, last_score = rows[-1][0], rows[-1][1]
+        return SessionPage(summaries, encode_cursor(int(float(last_score)), last_id))
 
     async def count_sessions(self, owner: str | None = None) -> int:
-        key = self._index(owner)
-        now = time.time() * 1000
-        with self._guard():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zremrangebyscore(key, "-inf", f"({now}")
-                pipe.zcard(key)
-                _, count = await pipe.execute()
-        return int(count)
+        return int(await self._run("COUNT", *self._whose(owner)))
 
     async def delete_session(self, session_id: str) -> bool:
         with self._guard():
             owner = await self.redis.hget(f"{PREFIX}s:{session_id}", "owner")
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.delete(f"{PREFIX}s:{session_id}", f"{PREFIX}m:{session_id}")
-                pipe.zrem(f"{PREFIX}sessions", session_id)
+                pipe.zrem(self._index(None), session_id)
+                pipe.zrem(self._activity(None), session_id)
                 if owner is not None:
                     pipe.zrem(self._index(owner.decode()), session_id)
+                    pipe.zrem(self._activity(owner.decode()), session_id)
                 deleted, *_ = await pipe.execute()
         return bool(deleted)
 
     async def clear_session(self, session_id: str) -> bool:
-        key = f"{PREFIX}s:{session_id}"
-        with self._guard():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.exists(key)
-                pipe.delete(f"{PREFIX}m:{session_id}")
-                pipe.hset(key, "last_activity", now_iso())
-                exists, _, _ = await pipe.execute()
-            if not exists:  # the HSET made a stub: take it away again
-                await self.redis.delete(key)
-        return bool(exists)
+        return bool(await self._run("CLEAR", session_id))

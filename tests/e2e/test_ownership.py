@@ -264,6 +264,7 @@ async def test_a_non_owner_gets_what_an_unknown_id_gets_and_changes_nothing(
     assert await get_ok(http, f"{cluster.other}/sessions", KEY_B) == {
         "sessions": [],
         "count": 0,
+        "next_cursor": None,
         "scope": "own",
     }
     own = await get_ok(http, f"{cluster.other}/sessions", KEY_A)
@@ -329,7 +330,7 @@ async def test_an_admin_key_sees_and_deletes_every_session(
     assert gone.status == 404
     assert_error(gone.body, "session_not_found")
     assert (await get_ok(http, f"{cluster.owner}/sessions", KEY_A))["count"] == 0
-    nothing = {"sessions": [], "count": 0, "scope": "all"}
+    nothing = {"sessions": [], "count": 0, "next_cursor": None, "scope": "all"}
     assert await get_ok(http, f"{cluster.owner}/sessions", ADMIN) == nothing
 
 

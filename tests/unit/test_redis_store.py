@@ -89,6 +89,10 @@ async def test_a_reader_elsewhere_closes_a_dead_owners_stream_once(pair):
         ("user", "q", False),
         ("model", "Hello wörld “", True),
     ]
+    # The listing counts the saved partial answer, which is the session's last activity.
+    (listed,) = (await b.list_sessions()).sessions
+    assert (listed.session_id, listed.title, listed.message_count) == ("s", "q", 2)
+    assert listed.last_activity == session.last_activity == session.messages[-1].timestamp
     # Other readers find the same close; nothing is saved twice.
     assert await b.read("g", 0) == Tail(frames, True, "interrupted")
     assert await b.read("g", 3) == Tail([], True, "interrupted")
@@ -172,3 +176,52 @@ async def test_redis_gone_makes_store_unavailable_errors(pair, redis_server):
     redis_server.start()  # empty again (no persistence): the store works at once
     assert await a.count_sessions() == 0
     assert await a.read("g", 0) is None
+
+
+async def commands(store: RedisStore) -> dict[str, int]:
+    """The commands Redis has run since the last reset (those of scripts included), by name."""
+    stats = await store.redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(figures["calls"]) for name, figures in stats.items()}
+
+
+async def test_a_listing_reads_no_message_and_scans_nothing(pair):
+    a, _ = pair
+    for n in range(30):
+        await a.create_session(f"s{n}", "m", now_iso(), owner="alice" if n % 2 else None)
+        await a.begin_generation(f"s{n}", f"g{n}", Message("user", f"question {n}", now_iso()))
+        await a.save_answer(f"s{n}", f"g{n}", Message("model", "answer " * 50, now_iso()))
+    await a.redis.config_resetstat()
+    page, cursor = await a.list_sessions(None, 10)
+    page2, _ = await a.list_sessions("alice", 10, None)
+    assert (await a.count_sessions(), await a.count_sessions("alice")) == (30, 15)
+    ran = await commands(a)
+    assert [s.message_count for s in page + page2] == [2] * 20 and cursor is not None
+    assert {s.title for s in page} == {f"question {n}" for n in range(20, 30)}
+    # One HMGET per listed session (and one for the session after the page): no message read,
+    # no count taken, no index scanned; a purge of what expired (nothing) per listing or count.
+    reads = {"lrange", "lindex", "llen", "hgetall", "hkeys", "zrange", "zscan", "scan", "keys"}
+    assert not reads & {name for name, calls in ran.items() if calls}
+    assert (ran["hmget"], ran["zrangebyscore"], ran["zcard"]) == (22, 4, 2)
+
+
+async def test_a_session_from_before_the_counts_is_listed_with_its_length(pair):
+    a, _ = pair
+    await start(a, "old")
+    await a.save_answer("old", "g", Message("model", "an answer", now_iso()))
+    await a.redis.hdel("qs:s:old", "count", "title")  # as a session written by an older version
+    (found,) = (await a.list_sessions()).sessions
+    assert (found.message_count, found.title) == (2, "")
+    await a.begin_generation("old", "g2", Message("user", "next", now_iso()))
+    (found,) = (await a.list_sessions()).sessions
+    assert (found.message_count, found.title) == (3, "next")  # the count mended, a title from now on
+
+
+async def test_an_index_entry_whose_session_is_gone_is_dropped(pair):
+    a, _ = pair
+    for n in range(5):
+        await a.create_session(f"s{n}", "m", now_iso(), owner="alice")
+    await a.redis.delete("qs:s:s2", "qs:s:s4")  # gone without a word to the indexes
+    assert sorted(s.session_id for s in (await a.list_sessions("alice", 2)).sessions) == ["s1", "s3"]
+    assert await a.count_sessions("alice") == 3
+    assert sorted(s.session_id for s in (await a.list_sessions(None, 2)).sessions) == ["s1", "s3"]
+    assert await a.count_sessions() == 3

@@ -6,15 +6,25 @@ What only Redis has (leases across instances) is in ``test_redis_store.py``.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from quart_sse.codes import GenerationRunning, SessionNotFound
+from quart_sse.codes import GenerationRunning, Refused, SessionNotFound
 from quart_sse.models import Message, now_iso
 from quart_sse.sse import encode_chunk, encode_event
-from quart_sse.stores.base import Append, Store, Tail
+from quart_sse.stores.base import (
+    TITLE_CHARS,
+    Append,
+    SessionSummary,
+    Store,
+    Tail,
+    activity_ms,
+    encode_cursor,
+)
 from quart_sse.stores.memory import MemoryStore
 from quart_sse.stores.redis import RedisStore
 
@@ -62,6 +72,33 @@ def frames_for(session_id: str, texts: list[str], first: int = 1) -> list[bytes]
     return out
 
 
+def at(seconds: float) -> str:
+    """An ISO time ``seconds`` after 2026-01-01 (sessions' activity, chosen by the test)."""
+    moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+async def every_page(store: Store, owner: str | None = None, limit: int = 100) -> list[list[SessionSummary]]:
+    """The pages of a listing, read with the cursors to the end."""
+    pages: list[list[SessionSummary]] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = await store.list_sessions(owner, limit, cursor)
+        pages.append(page)
+        if cursor is None:
+            return pages
+        assert len(pages) < 100, "the cursors never end"
+
+
+async def listed(store: Store, owner: str | None = None) -> list[str]:
+    return [s.session_id for page in await every_page(store, owner) for s in page]
+
+
+async def summary(store: Store, session_id: str) -> SessionSummary:
+    (found,) = [s for s in (await store.list_sessions(limit=1000)).sessions if s.session_id == session_id]
+    return found
+
+
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Ask the store until ``check`` holds (bounded: what expires here expires in ~1 s)."""
     for _ in range(300):
@@ -80,7 +117,12 @@ async def test_sessions_are_created_listed_counted_and_read(make_store):
     first = await store.create_session("s1", "model-x", "2026-01-01T00:00:00Z")
     await store.create_session("s2", "model-x", "2026-01-02T00:00:00Z")
     assert (first.session_id, first.model, first.messages, first.generating) == ("s1", "model-x", [], None)
-    assert [s.session_id for s in await store.list_sessions()] == ["s1", "s2"]
+    page = await store.list_sessions()
+    assert page.next_cursor is None
+    assert page.sessions == [  # latest activity first
+        SessionSummary("s2", "", 0, "2026-01-02T00:00:00Z", "2026-01-02T00:00:00Z"),
+        SessionSummary("s1", "", 0, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+    ]
     assert await store.count_sessions() == 2
     session = await store.get_session("s1")
     assert session is not None and session.created_at == "2026-01-01T00:00:00Z"
@@ -241,4 +283,127 @@ async def test_idle_sessions_expire_after_the_session_ttl(make_store):
         return await store.count_sessions() == 0 and await store.get_session("s") is None
 
     await until(gone, "the idle session expired")
-    assert await store.list_sessions() == []
+    assert await store.list_sessions() == ([], None)
+
+
+async def test_expired_sessions_are_neither_listed_nor_counted_for_their_owner(make_store):
+    store = await make_store(session_ttl=1.0)
+    await store.create_session("idle", "m", now_iso(), owner="alice")
+    await store.create_session("busy", "m", now_iso(), owner="alice")
+    await store.create_session("other", "m", now_iso(), owner="bob")
+    await store.begin_generation("busy", "g", user("still generating"))  # keeps it while it runs
+    assert sorted(await listed(store, "alice")) == ["busy", "idle"]
+    assert (await store.count_sessions("alice"), await store.count_sessions()) == (2, 3)
+
+    async def gone() -> bool:
+        return (await store.count_sessions("alice"), await store.count_sessions()) == (1, 1)
+
+    await until(gone, "the idle sessions expired")
+    assert await listed(store, "alice") == ["busy"] and await listed(store) == ["busy"]
+    assert await listed(store, "bob") == [] and await store.count_sessions("bob") == 0
+
+
+async def test_paging_lists_every_session_once_latest_activity_first(make_store):
+    store = await make_store()
+    owners = ["alice", "bob", None]
+    made: list[tuple[int, str, str | None]] = []
+    for i in random.Random(7).sample(range(250), 250):  # made in no particular order
+        session_id, owner = f"s{i:03d}", owners[i % 3]
+        when = at(i // 4)  # four sessions a second: equal activity across page boundaries too
+        await store.create_session(session_id, "m", when, owner=owner)
+        made.append((activity_ms(when), session_id, owner))
+    newest_first = [session_id for _, session_id, _ in sorted(made, reverse=True)]
+
+    pages = await every_page(store, limit=100)
+    assert [len(page) for page in pages] == [100, 100, 50]
+    assert [s.session_id for page in pages for s in page] == newest_first
+    assert await store.count_sessions() == 250
+    activity = [s.last_activity for page in pages for s in page]
+    assert activity == sorted(activity, reverse=True)
+
+    for owner in ("alice", "bob"):
+        theirs = [session_id for session_id in newest_first if owners[int(session_id[1:]) % 3] == owner]
+        pages = await every_page(store, owner, limit=7)
+        assert [s.session_id for page in pages for s in page] == theirs
+        assert all(len(page) == 7 for page in pages[:-1]) and 1 <= len(pages[-1]) <= 7
+        assert await store.count_sessions(owner) == len(theirs)
+    assert (await store.count_sessions("carol"), await store.list_sessions("carol")) == (0, ([], None))
+
+    # A limit as large as the listing: one page, no cursor.
+    page = await store.list_sessions(limit=250)
+    assert len(page.sessions) == 250 and page.next_cursor is None
+    # A page that ends exactly at the last session still says so with its cursor; the next is empty.
+    first, cursor = await store.list_sessions(limit=125)
+    second, cursor = await store.list_sessions(limit=125, cursor=cursor)
+    assert [s.session_id for s in first + second] == newest_first
+    assert cursor is None
+
+
+async def test_new_activity_moves_a_session_to_the_front(make_store):
+    store = await make_store()
+    for i in range(5):
+        await store.create_session(f"s{i}", "m", at(i))
+    assert await listed(store) == ["s4", "s3", "s2", "s1", "s0"]
+    first, cursor = await store.list_sessions(limit=2)
+    assert [s.session_id for s in first] == ["s4", "s3"]
+    # The oldest gets a message; the next page goes on after the cursor's place.
+    await store.begin_generation("s0", "g", Message("user", "back again", at(100)))
+    rest, _ = await store.list_sessions(limit=10, cursor=cursor)
+    assert [s.session_id for s in rest] == ["s2", "s1"]
+    assert await listed(store) == ["s0", "s4", "s3", "s2", "s1"]
+    await store.save_answer("s0", "g", Message("model", "welcome", at(101)))
+    # The session the cursor was taken at moves on, or goes: the place stays.
+    await store.begin_generation("s3", "g2", Message("user", "me too", at(102)))
+    assert await store.delete_session("s2") is True
+    rest, _ = await store.list_sessions(limit=10, cursor=cursor)
+    assert [s.session_id for s in rest] == ["s1"]
+    assert await listed(store) == ["s3", "s0", "s4", "s1"]
+    assert await store.count_sessions() == 4
+    found = await summary(store, "s0")
+    assert (found.last_activity, found.message_count) == (at(101), 2)
+
+
+async def test_title_and_message_count_follow_the_turns_and_the_clear(make_store):
+    store = await make_store()
+    await store.create_session("s", "m", now_iso(), owner="alice")
+    assert (await summary(store, "s")).title == "" and (await summary(store, "s")).message_count == 0
+    long = "  Tell me\n\tabout " + "the sea " * 30
+    await store.begin_generation("s", "g1", user(long))
+    found = await summary(store, "s")
+    assert (found.message_count, found.title) == (1, (" ".join(long.split()))[: TITLE_CHARS - 1] + "…")
+    assert len(found.title) == TITLE_CHARS
+    assert await store.save_answer("s", "g1", Message("model", "an answer", now_iso())) == 2
+    await store.begin_generation("s", "g2", user("a second question"))
+    assert await store.save_answer("s", "g2", None) == 3  # no answer: nothing saved
+    found = await summary(store, "s")
+    assert found.message_count == 3 and found.title.startswith("Tell me about the sea")
+    assert (await store.list_sessions("alice")).sessions == [found]
+
+    assert await store.clear_session("s") is True
+    found = await summary(store, "s")
+    assert (found.message_count, found.title) == (0, "")
+    session = await store.get_session("s")
+    assert session is not None and found.last_activity == session.last_activity
+    await store.begin_generation("s", "g3", user("short"))
+    assert await store.save_answer("s", "g3", Message("model", "ok", now_iso())) == 2
+    found = await summary(store, "s")
+    assert (found.message_count, found.title) == (2, "short")
+    assert (await store.list_sessions("alice")).sessions == [found]
+
+
+async def test_a_malformed_cursor_is_refused_and_any_well_formed_one_is_a_place(make_store):
+    store = await make_store()
+    for i in range(3):
+        await store.create_session(f"s{i}", "m", at(i))
+    for cursor in ("", "nope", "12", "12.", ".73", "12.7", "12.7G", "-5.73", "12.73 ", "1" * 17 + ".73"):
+        with pytest.raises(Refused) as refused:
+            await store.list_sessions(cursor=cursor)
+        assert refused.value.code == "invalid_request", cursor
+    # Not one this store gave, but a place all the same: after s1's, or between sessions.
+    place = encode_cursor(activity_ms(at(1)), "s1")
+    assert [s.session_id for s in (await store.list_sessions(cursor=place)).sessions] == ["s0"]
+    for hexed, after in (("ff00", ["s2", "s1", "s0"]), ("00", ["s1", "s0"])):  # ff00: not UTF-8
+        odd = f"{activity_ms(at(2))}.{hexed}"  # before s2 (bytes above "s2"), or after it
+        assert [s.session_id for s in (await store.list_sessions(cursor=odd)).sessions] == after
+    assert await store.list_sessions(cursor="0.00") == ([], None)
+    assert len((await store.list_sessions(cursor="9" * 16 + ".00")).sessions) == 3

@@ -475,9 +475,10 @@ async function refreshSessions() {
   const data = await api("GET", "/sessions");
   const sessions = Array.isArray(data.sessions) ? data.sessions : [];
   const scope = data.scope === "own" ? "own" : "all";
-  if (scope === "all") {
-    // The server listed every session: a remembered one that is missing was deleted or has
-    // expired.  (Only ids remembered before asking: one started meanwhile may be missing.)
+  if (scope === "all" && data.next_cursor == null) {
+    // The server listed every session (one page holds them all): a remembered one that is
+    // missing was deleted or has expired.  (Only ids remembered before asking: one started
+    // meanwhile may be missing.)
     const listed = new Set(sessions.map((session) => session.session_id));
     forgetSessions([...mineBefore].filter((id) => !listed.has(id)));
   }
