@@ -129,8 +129,17 @@ class ChatAPI:
         return await self.call("POST", "/sessions/new")
 
     async def sessions(self) -> list[dict[str, Any]]:
+        return list((await self.session_page())["sessions"])
+
+    async def session_page(self) -> dict[str, Any]:
+        """The first page of ``GET /sessions``: ``sessions``, ``count``, ``scope`` (``own`` with
+        an ordinary API key: only this key's sessions; ``all``: every session)."""
         data = await self.call("GET", "/sessions")
-        return list(data.get("sessions", []))
+        return {
+            "sessions": list(data.get("sessions", [])),
+            "count": data.get("count", 0),
+            "scope": data.get("scope", "all"),
+        }
 
     async def session(self, session_id: str) -> dict[str, Any]:
         return await self.call("GET", f"/sessions/{session_id}")

@@ -135,7 +135,8 @@ async def _info(app: ChatApp, arg: str) -> bool:
 
 @command("/sessions")
 async def _sessions(app: ChatApp, arg: str) -> bool:
-    app.console.print(render.sessions_list(await app.api.sessions(), app.session_id))
+    page = await app.api.session_page()
+    app.console.print(render.sessions_list(page["sessions"], app.session_id, page["scope"]))
     return True
 
 

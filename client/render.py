@@ -178,7 +178,8 @@ def session_info(data: dict[str, Any]) -> Panel:
     return box_panel("📋 SESSION INFO", rows)
 
 
-def sessions_list(sessions: list[dict[str, Any]], current: str | None) -> Panel:
+def sessions_list(sessions: list[dict[str, Any]], current: str | None, scope: str = "all") -> Panel:
+    """The session list; ``scope`` ``own``: the server listed only this API key's sessions."""
     lines = []
     for n, s in enumerate(sessions, 1):
         sid = s.get("session_id")
@@ -189,10 +190,12 @@ def sessions_list(sessions: list[dict[str, Any]], current: str | None) -> Panel:
         if sid == current:
             line.append(" ← CURRENT", style="bold green")
         lines.append(line)
-    body: RenderableType = Group(*lines) if lines else Text("No sessions on the server.", style="dim")
+    empty = "No sessions of this API key." if scope == "own" else "No sessions on the server."
+    body: RenderableType = Group(*lines) if lines else Text(empty, style="dim")
+    what = "YOUR SESSIONS" if scope == "own" else "ALL ACTIVE SESSIONS"
     return Panel(
         body,
-        title=f"📋 ALL ACTIVE SESSIONS ({len(sessions)})",
+        title=f"📋 {what} ({len(sessions)})",
         title_align="left",
         box=box.SQUARE,
         border_style="cyan",

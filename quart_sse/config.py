@@ -130,6 +130,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = _setting((), _words)
     cors_origins: tuple[str, ...] = _setting((), _words)
     admin_keys: tuple[str, ...] = _setting((), _keys, secret=True)
+    owner_id_secret: str | None = _setting(None, _text, secret=True)
     log_message_text: bool = _setting(False, _flag)
     redis_timeout: float = _setting(2.0, _number(float, minimum=0.05))
     body_timeout: float = _setting(60.0, _number(float, minimum=0.1))
@@ -162,7 +163,10 @@ class Settings:
         for setting in fields(cls):
             for name in _names(setting):
                 raw = env.get(name)
-                if raw is not None and raw.strip() != "":
+                # A key list set to blanks is not unset: it would leave the server open.
+                if raw is not None and (
+                    raw.strip() != "" or (raw != "" and setting.metadata["cast"] is _keys)
+                ):
                     values[setting.name] = setting.metadata["cast"](name, raw)
                     break
         if "model_provider" not in values:

@@ -77,6 +77,13 @@ def _grid(rows: list[tuple[str, str | Text]]) -> Table:
     return table
 
 
+def _access(settings: Settings) -> str:
+    keys, admins = len(settings.api_keys), len(settings.admin_keys)
+    if not keys and not admins:
+        return "open: no API_KEYS (single-user: every session visible)"
+    return f"{keys} API keys, {admins} admin keys (each key sees its own sessions)"
+
+
 def banner(settings: Settings, model: str, provider: str, store: str, address: str) -> None:
     offline = provider == "simulated"
     model_line = Text(printable(model))
@@ -91,6 +98,7 @@ def banner(settings: Settings, model: str, provider: str, store: str, address: s
         ("Heartbeat", f"{settings.heartbeat_interval:g} s"),
         ("Retention", f"{settings.stream_retention:g} s"),
         ("Resume", "Last-Event-ID"),
+        ("Access", _access(settings)),
         ("Listening", address),
         ("Docs", f"{address}/docs"),
     ]

@@ -143,6 +143,14 @@ class SSEOpenAPIProvider(OpenAPIProvider):
                         "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
                         "description": "the same, for clients that cannot set headers (the header wins)",
                     },
+                    {
+                        "name": "access_token",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "with API_KEYS set: the key, for clients that cannot set "
+                        "Authorization (an EventSource); the header wins",
+                    },
                 ]
                 responses[204] = {"description": "the stream has ended and nothing follows the given id"}
                 for status in (400, 401, 404, 408, 429):

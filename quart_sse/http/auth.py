@@ -2,10 +2,11 @@
 
 Every key is compared in constant time, all of them each time; no key is ever echoed or
 stored.  What stands for a key wherever it must be remembered (a session's owner, the
-rate limit's client) is its owner id: HMAC-SHA256 of the key under a fixed, project-wide
-key (:data:`OWNER_KEY`), the first 32 hex digits.  It is the same on every instance and
-after a restart, so ownership holds on Redis; and it is not a plain digest of the key, so
-it cannot be matched against digests of the same keys kept elsewhere.
+rate limit's client) is its owner id: HMAC-SHA256 of the key under ``OWNER_ID_SECRET``
+(else a fixed, project-wide key, :data:`OWNER_KEY`), the first 32 hex digits.  It is the
+same on every instance given the same secret and after a restart, so ownership holds on
+Redis.  With a secret, an owner id read from Redis tells nothing about the key; without
+one it is as strong as the key is long (use long random keys).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ NOBODY = Caller(owner="-")
 """The caller of a public path on a server with keys: owns nothing, sees nothing."""
 
 
-def owner_id(key: str) -> str:
+def owner_id(key: str, secret: bytes = OWNER_KEY) -> str:
     """The owner id of an API key (see the module)."""
-    return hmac.new(OWNER_KEY, key.encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def is_stream_read(method: str, path: str) -> bool:
@@ -47,11 +48,16 @@ def presented_token(method: str, path: str, authorization: str, access_token: st
 class Keys:
     """The keys of ``API_KEYS`` and ``ADMIN_KEYS`` (admin keys are valid keys too)."""
 
-    def __init__(self, api_keys: tuple[str, ...], admin_keys: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, api_keys: tuple[str, ...], admin_keys: tuple[str, ...] = (), secret: str | None = None
+    ) -> None:
+        hmac_key = secret.encode() if secret else OWNER_KEY
         self._keys = [
-            (key.encode(), Caller(owner_id(key), False)) for key in api_keys if key not in admin_keys
+            (key.encode(), Caller(owner_id(key, hmac_key), False))
+            for key in api_keys
+            if key not in admin_keys
         ]
-        self._keys += [(key.encode(), Caller(owner_id(key), True)) for key in admin_keys]
+        self._keys += [(key.encode(), Caller(owner_id(key, hmac_key), True)) for key in admin_keys]
         self.enabled = bool(self._keys)
 
     def caller(self, method: str, path: str, authorization: str, access_token: str) -> Caller:

@@ -87,7 +87,8 @@ class Edge:
         self.engine = engine
         self.limits = limits
         self.stats = engine.stats
-        self.keys = Keys(engine.settings.api_keys, engine.settings.admin_keys)
+        settings = engine.settings
+        self.keys = Keys(settings.api_keys, settings.admin_keys, settings.owner_id_secret)
         self.cors = CORS(engine.settings.cors_origins)
         engine.counters.append(limits.debug_counts)
 

@@ -38,6 +38,9 @@ from quart_sse.stores.redis_sessions import PREFIX, RedisSessions
 log = logging.getLogger("quart_sse.stores.redis")
 
 UNREACHABLE = "the store (Redis) is unreachable; try again shortly"
+POOL_WAIT = 5.0
+"""Seconds a request waits for a free command connection in a burst (a frozen Redis frees
+them within REDIS_TIMEOUT, as each command on them times out)."""
 COMMAND_CONNECTIONS = 256  # connections for commands; more requests at once wait up to 5 s for one
 READER_CONNECTIONS = 10_000  # one per reader of another instance's stream (Redis's maxclients)
 
@@ -101,7 +104,7 @@ class RedisStore(RedisSessions):
             "max_connections": max_connections,
         }
         if wait:
-            pool: ConnectionPool = BlockingConnectionPool.from_url(self.url, timeout=self.timeout, **options)
+            pool: ConnectionPool = BlockingConnectionPool.from_url(self.url, timeout=POOL_WAIT, **options)
         else:
             pool = ConnectionPool.from_url(self.url, **options)
         return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it

@@ -101,6 +101,10 @@ class StandInAPI:
         self._check()
         return list(self.sessions_by_id.values())
 
+    async def session_page(self) -> dict[str, Any]:
+        sessions = await self.sessions()
+        return {"sessions": sessions, "count": len(sessions), "scope": "all"}
+
     async def clear_session(self, session_id: str) -> None:
         self._get(session_id)["message_count"] = 0
 

@@ -185,3 +185,10 @@ def test_rich_view_shows_header_answer_and_summary():
     assert "Hello world" in out  # rendered as Markdown: no asterisks
     assert "SSE STREAM COMPLETED" in out
     assert out.rstrip().endswith("┘")
+
+
+def test_a_key_s_own_sessions_are_not_called_all_sessions():
+    sessions = [{"session_id": "a1b2c3d4e5", "message_count": 2, "created_at": "2025-01-02T14:26:52Z"}]
+    out = text_of(render.sessions_list(sessions, None, "own"))
+    assert "YOUR SESSIONS (1)" in out and "ALL" not in out
+    assert "No sessions of this API key." in text_of(render.sessions_list([], None, "own"))

@@ -54,6 +54,8 @@ def test_a_key_selects_gemini_and_google_api_key_wins():
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL has value 'loud'"),
         ({"API_KEYS": ","}, "API_KEYS is set but holds no key"),
         ({"ADMIN_KEYS": " , "}, "ADMIN_KEYS is set but holds no key"),
+        ({"API_KEYS": " "}, "API_KEYS is set but holds no key"),
+        ({"ADMIN_KEYS": "\t"}, "ADMIN_KEYS is set but holds no key"),
         ({"LOG_MESSAGE_TEXT": "maybe"}, "LOG_MESSAGE_TEXT has value 'maybe': expected 1 or 0"),
     ],
 )

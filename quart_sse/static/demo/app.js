@@ -221,6 +221,8 @@ function addUser(text, timestamp) {
 }
 
 /** An answer bubble: `.answer` holding `.answer-text` (Markdown) and `.answer-meta`. */
+const RENDER_EVERY_MS = 100; // at most ~10 renders a second while an answer streams
+
 class Answer {
   constructor() {
     this.el = make("article", "msg answer");
@@ -233,20 +235,32 @@ class Answer {
     this.el.append(avatar, bubble);
     this.text = "";
     this.pending = false;
+    this.renderedAt = 0;
+    this.timer = null;
     ui.messages.append(this.el);
     updateEmpty();
   }
 
-  /** Show `text` (rendered on the next frame, so a burst of chunks costs one render). */
+  /** Show `text`: rendered at most RENDER_EVERY_MS apart, so a burst of chunks costs one
+   * render and a long answer is not re-rendered on every frame. */
   show(text) {
     this.text = text;
     if (this.pending) return;
     this.pending = true;
-    requestAnimationFrame(() => this.render());
+    const wait = Math.max(0, this.renderedAt + RENDER_EVERY_MS - performance.now());
+    this.timer = setTimeout(() => requestAnimationFrame(() => this.render()), wait);
+  }
+
+  /** The answer has ended: show `text` now, with no render left waiting. */
+  showNow(text) {
+    this.text = text;
+    clearTimeout(this.timer);
+    this.render();
   }
 
   render() {
     this.pending = false;
+    this.renderedAt = performance.now();
     const follow = nearEnd();
     this.body.replaceChildren(renderMarkdown(this.text));
     if (follow) scrollToEnd();
@@ -346,7 +360,7 @@ function readAnswer(eventsUrl, answer, startedAt) {
 
     source.addEventListener("complete", (event) => {
       const data = JSON.parse(event.data);
-      answer.show(text);
+      answer.showNow(text);
       answer.setState("done");
       answer.el.dataset.chunks = String(chunks);
       answer.setMeta([
@@ -367,7 +381,7 @@ function readAnswer(eventsUrl, answer, startedAt) {
         // The server's own `error` event: the stream ends here.
         const data = JSON.parse(event.data);
         const cancelled = data.code === "cancelled";
-        answer.show(text);
+        answer.showNow(text);
         answer.setState(cancelled ? "interrupted" : "error");
         answer.setMeta([
           `${chunks} chunk${chunks === 1 ? "" : "s"}`,
