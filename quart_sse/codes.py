@@ -49,14 +49,19 @@ class Refused(Exception):
         self.retry_after = retry_after
 
 
+def _cut(an_id: str) -> str:
+    """An id a client sent, as a message may repeat it (ids this server issues are 32 hex digits)."""
+    return an_id if len(an_id) <= 64 else an_id[:63] + "…"
+
+
 class SessionNotFound(Refused):
     def __init__(self, session_id: str) -> None:
-        super().__init__(SESSION_NOT_FOUND, f"no session {session_id}")
+        super().__init__(SESSION_NOT_FOUND, f"no session {_cut(session_id)}")
 
 
 class StreamNotFound(Refused):
     def __init__(self, stream_id: str) -> None:
-        super().__init__(STREAM_NOT_FOUND, f"no stream {stream_id} (unknown or expired)")
+        super().__init__(STREAM_NOT_FOUND, f"no stream {_cut(stream_id)} (unknown or expired)")
 
 
 class GenerationRunning(Refused):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import unicodedata
 from datetime import datetime
 
 from rich.console import Console
@@ -32,19 +33,24 @@ console = Console(highlight=False, width=None if _TTY else 120)
 log = logging.getLogger("quart_sse")
 _show_text = _TTY
 
-# C0 and C1 controls, DEL, and the bidirectional overrides and isolates (CVE-2021-42574):
-# shown as Python-style escapes.
-_UNSAFE = {
-    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-    for code in (*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-}
+# Shown escaped: controls (C0, C1, DEL), format characters (bidi marks and overrides,
+# zero-width characters, tag characters), line and paragraph separators, private-use and
+# unassigned code points, surrogates (CVE-2021-42574 and its neighbours).
+_UNSAFE_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"))
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def printable(text: str) -> str:
-    """``text`` as it may be shown on a terminal: control characters and escapes made visible
-    (``\\x1b``), lone surrogates replaced, nothing else changed."""
-    text = text.translate(_UNSAFE)
-    return text.encode("utf-8", "replace").decode("utf-8")
+    """``text`` as it may be shown on a terminal: every control, format or separator
+    character and every escape sequence made visible (``\\x1b``, ``\\u202e``), nothing
+    else changed."""
+    if text.isprintable():  # the common case: nothing to escape (spaces are printable)
+        return text
+    return "".join(_escape(c) if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in text)
 
 
 def setup_logging(level: str, *, message_text: bool = False) -> None:

@@ -105,6 +105,7 @@ class Engine:
             "generations": len(running),
             "generation_tasks": sum(1 for g in running.values() if g.task is not None and not g.task.done()),
             "queued_frames": sum(len(g.channel.frames) for g in running.values()),
+            "client_generations": sum(self.generations.by_client.values()),
             **self.hub.debug_counts(),
             **self.store.debug_counts(),
         }

@@ -80,8 +80,11 @@ class Delivery:
             if tail is None:
                 return
             first = retry_frame(self.retry_ms) + self._body(info, after, tail)
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-            self.stats.writes_asgi += 1
+            # The first write goes through ASGI (the response head goes with it), and like
+            # every write it is cut when the reader takes nothing for SEND_TIMEOUT.
+            if not await self._write(ASGITransport(send), first):
+                open_transport(send).abort()  # the socket, where it can be reached: a reset
+                return
             reader = Reader(after + len(tail.frames), open_transport(send, self.send_timeout), loop.time())
             finished = tail.finished
             while not (finished or reader.ended):

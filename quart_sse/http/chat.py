@@ -33,6 +33,30 @@ def _json_type(value: object) -> str:
     return "a string" if isinstance(value, str) else "null"
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _not_unicode(value: object, name: str = "body") -> str | None:
+    """The name of the first string (a field, a key or an item) in ``value`` that is not
+    valid Unicode; None when every one is."""
+    if isinstance(value, str):
+        return None if _is_unicode(value) else name
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _is_unicode(key):
+                return "a key"
+            found = _not_unicode(item, key)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _not_unicode(item, name)
+            if found is not None:
+                return found
+    return None
+
+
 def _is_unicode(text: str) -> bool:
     """False for a string with a lone surrogate, which JSON's ``\\udXXX`` escapes allow
     and UTF-8 cannot carry."""
@@ -46,7 +70,7 @@ def _is_unicode(text: str) -> bool:
 def parse_chat_body(raw: bytes, max_chars: int) -> tuple[str, str | None]:
     """The message and session id of a chat request body, validated strictly (no coercion)."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError):
         raise _bad(codes.INVALID_JSON, "the request body is not JSON") from None
     except RecursionError:  # nested past Python's recursion limit (~1,000 deep)
@@ -64,11 +88,12 @@ def parse_chat_body(raw: bytes, max_chars: int) -> tuple[str, str | None]:
             codes.INVALID_REQUEST,
             f"field 'session_id' must be a string or null, not {_json_type(session_id)}",
         )
-    for name, value in (("message", message), ("session_id", session_id)):
-        if isinstance(value, str) and not _is_unicode(value):
+    if b"\\u" in raw or b"\\U" in raw:  # only escapes can make a lone surrogate
+        bad = _not_unicode(body)
+        if bad is not None:
             raise _bad(
                 codes.INVALID_REQUEST,
-                f"field {name!r} is not valid Unicode (a lone surrogate: a string cut inside an emoji?)",
+                f"field {bad!r} is not valid Unicode (a lone surrogate: a string cut inside an emoji?)",
             )
     if session_id == "":
         raise _bad(codes.INVALID_REQUEST, "field 'session_id' is an empty string: omit it or send null")

@@ -78,6 +78,14 @@ def _networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -133,6 +141,8 @@ class Limits:
             return peer
         hops = [hop.strip() for hop in (header(scope, b"x-forwarded-for") or "").split(",") if hop.strip()]
         for hop in reversed(hops):
+            if not _is_address(hop):
+                return peer  # not an address (``unknown``, garbage): nothing past it is believed
             if not _trusted(hop, self.proxies):
                 return hop
         return hops[0] if hops else peer

@@ -15,14 +15,13 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from tests.support.broken_sse import BrokenSSE, frame
-from tests.support.local_http import start_app
+from tests.support.local_http import LocalApp
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
@@ -173,7 +172,7 @@ async def test_a_stream_that_skips_a_chunk_number_is_counted_as_a_failure(tmp_pa
     assert ("GET", "/sessions/[id]") not in run.stats()
 
 
-class WrongSaved:
+class WrongSaved(LocalApp):
     """Right streams, but the session saves another answer than the one streamed.
 
     ``POST /chat/stream`` answers ``piece 1 piece 2 …`` in chunks numbered right;
@@ -185,21 +184,10 @@ class WrongSaved:
         self.streams = 0
         self.reads = 0
         self.sessions: dict[str, dict[str, Any]] = {}
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
-    async def __aenter__(self) -> Self:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/chat/stream", self.chat_stream)
         app.router.add_get("/sessions/{session_id}", self.session)
-        self._runner, self.url = await start_app(app)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def chat_stream(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

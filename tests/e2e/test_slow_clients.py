@@ -25,6 +25,16 @@ async def stats(http, url):
         return await r.json()
 
 
+async def after_a_cut(http, url):
+    """The figures once a response was cut and released (asked again and again, each a
+    round trip: the cut comes 1 to 1.25 SEND_TIMEOUT after the stall), or the last ones."""
+    for _ in range(50_000):
+        figures = await stats(http, url)
+        if figures["stream_writes"]["stalled_cut"] >= 1 and figures["engine"]["readers"] == 0:
+            break
+    return figures
+
+
 async def test_a_reader_that_stops_reading_is_cut_and_resumes_the_whole_answer(start_server, http):
     server = start_server(SEND_TIMEOUT="1", SIM_CHUNK_DELAY_MS="0", SIM_RESPONSE_CHUNKS=str(CHUNKS))
     loop = asyncio.get_running_loop()
@@ -53,10 +63,7 @@ async def test_a_reader_that_stops_reading_is_cut_and_resumes_the_whole_answer(s
         assert other.last["type"] == "complete"
 
     # The stalled one is cut after SEND_TIMEOUT and released, while its client still reads nothing.
-    for _ in range(50_000):  # each a round trip; the cut comes 1 to 1.25 SEND_TIMEOUT after the stall
-        figures = await stats(http, server.url)
-        if figures["stream_writes"]["stalled_cut"] >= 1 and figures["engine"]["readers"] == 0:
-            break
+    figures = await after_a_cut(http, server.url)
     assert figures["stream_writes"]["stalled_cut"] == 1
     assert figures["engine"]["readers"] == 0
     assert figures["engine"]["heartbeat_members"] == 0
@@ -93,3 +100,29 @@ async def test_stream_sockets_get_tcp_user_timeout_for_peers_that_vanish(http):
         await rt.generations.cancel_all("interrupted")
         stop.set()
         await serving
+
+
+async def test_a_reader_that_never_reads_a_finished_replay_is_cut_and_counted(start_server, http):
+    # The whole replay of a finished 6 MB answer is one first write: it too is cut after
+    # SEND_TIMEOUT, and the response counts as open (readers, the client's streams) until then.
+    server = start_server(
+        SEND_TIMEOUT="1", SIM_CHUNK_DELAY_MS="0", SIM_RESPONSE_CHUNKS=str(CHUNKS), MAX_STREAMS_PER_CLIENT="5"
+    )
+    done = await chat_stream(http, server.url, "a long answer")
+    assert done.last["type"] == "complete"
+    stream_id = done.data[0]["stream_id"]
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", server.port))
+        request = b"GET /streams/%s/events HTTP/1.1\r\nHost: t\r\n\r\n" % stream_id.encode()
+        await loop.sock_sendall(sock, request)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await loop.sock_recv(sock, 1024)  # the response head; then no more reading
+        assert head.startswith(b"HTTP/1.1 200")
+        figures = await after_a_cut(http, server.url)
+        assert figures["stream_writes"]["stalled_cut"] == 1
+        assert figures["engine"]["readers"] == 0
+        assert figures["engine"]["client_streams"] == 0

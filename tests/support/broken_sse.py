@@ -10,39 +10,27 @@ from __future__ import annotations
 
 import json
 import uuid
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
-from tests.support.local_http import start_app
+from tests.support.local_http import LocalApp
 
 
 def frame(event_id: int, data: dict[str, Any]) -> bytes:
     return f"id: {event_id}\nevent: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-class BrokenSSE:
+class BrokenSSE(LocalApp):
     """Streams of ``chunks`` chunks whose numbers jump over ``skip``."""
 
     def __init__(self, chunks: int = 5, skip: int = 3) -> None:
         self.chunks = chunks
         self.skip = skip
         self.streams = 0
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
-    async def __aenter__(self) -> Self:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/chat/stream", self.chat_stream)
-        self._runner, self.url = await start_app(app)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def chat_stream(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

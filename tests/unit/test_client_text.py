@@ -232,3 +232,13 @@ async def test_command_lines_print_literally(text):
     app.say(f"said {text}", "yellow")
     assert f"said {expected}" in con.export_text(clear=False)
     assert_nothing_raw(written(con))
+
+
+@pytest.mark.parametrize(
+    "char", ["\u200e", "\u200f", "\u061c", "\u2028", "\u2029", "\u200b", "\ufeff", "\U000e0041"]
+)
+def test_invisible_and_direction_characters_are_shown_escaped(char):
+    from client.safe import printable
+
+    out = printable(f"a{char}b")
+    assert char not in out and out.startswith("a\\") and out.endswith("b")

@@ -754,3 +754,53 @@ async def test_a_quart_route_reads_the_client_from_its_scope() -> None:
         client = scope["quart_sse.client"]
         assert answer.json() == {"address": PEER[0], "key": client.key}
         assert client.key.startswith("key:") and KEY not in client.key
+
+
+# -- Follow-ups from a new user's hostile try ------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/chat", "/chat/stream", "/streams/x/events"])
+async def test_options_on_the_edge_routes_answers_as_quart_does_with_allow(path: str) -> None:
+    async with serving() as app:
+        answer = await call(app, "OPTIONS", path)
+    assert answer.status == 204
+    assert "OPTIONS" in (answer.header("allow") or "")
+    assert answer.body == b""
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"message": "x", "extra": "\\ud83d"}',
+        b'{"message": "x", "list": ["ok", "\\udc00"]}',
+        b'{"message": "x", "\\ud83d": 1}',
+    ],
+)
+async def test_a_lone_surrogate_anywhere_in_the_body_is_400(raw: bytes) -> None:
+    async with serving() as app:
+        answer = await call(app, "POST", "/chat", raw, headers=[("content-type", "application/json")])
+        assert_error(answer, 400, "invalid_request")
+        assert await sessions(app) == 0
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+async def test_json_constants_that_are_not_json_are_400(constant: bytes) -> None:
+    async with serving() as app:
+        raw = b'{"message": "x", "n": ' + constant + b"}"
+        answer = await call(app, "POST", "/chat", raw, headers=[("content-type", "application/json")])
+        assert_error(answer, 400, "invalid_json")
+
+
+async def test_an_unknown_id_is_not_echoed_whole() -> None:
+    async with serving() as app:
+        long_id = "a" * 100_000
+        answer = await call(app, "POST", "/chat", {"message": "x", "session_id": long_id})
+        assert_error(answer, 404, "session_not_found")
+        assert len(answer.body) < 300
+
+
+async def test_running_generations_per_client_show_in_stats() -> None:
+    async with serving(sim_chunk_delay_ms=3_600_000, max_streams_per_client=3) as app:
+        for _ in range(2):
+            assert (await call(app, "POST", "/chat", {"message": "held"})).status == 202
+        assert engine_of(app).counts()["client_generations"] == 2
