@@ -15,13 +15,12 @@ import asyncio
 import json
 from collections import deque
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from tests.support.local_http import start_app
+from tests.support.local_http import LocalApp
 
 MODEL = "gemini-test-model"
 KEY = "test-key-5f1c2a9e"
@@ -50,7 +49,7 @@ class Seen:
     body: Any
 
 
-class StandIn:
+class StandIn(LocalApp):
     """An aiohttp server on a free loopback port; use as ``async with``."""
 
     route = "/"
@@ -60,8 +59,6 @@ class StandIn:
         self.requests: list[Seen] = []
         self.disconnects = 0
         self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     def default_reply(self) -> Reply:
         raise NotImplementedError
@@ -70,18 +67,11 @@ class StandIn:
         """A reply that refuses ``seen`` before the script is consulted (a bad key), or None."""
         return None
 
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_post(self.route, self._handle)
-        # handler_cancellation: a client that goes away cancels the handler, which counts it.
-        self._runner, self.url = await start_app(app, handler_cancellation=True)
-        return self
+    # A client that goes away cancels the handler, which counts it.
+    handler_cancellation = True
 
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post(self.route, self._handle)
 
     async def wait_for(self, *, requests: int = 0, disconnects: int = 0) -> None:
         """Wait until at least so many requests arrived and connections were dropped (or fail)."""

@@ -26,6 +26,7 @@ class LocalApp:
 
     url = ""
     _runner: web.AppRunner | None = None
+    handler_cancellation = False  # True: a client that goes away cancels its handler
 
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
@@ -33,7 +34,7 @@ class LocalApp:
     async def __aenter__(self) -> Self:
         app = web.Application()
         self.routes(app)
-        self._runner, self.url = await start_app(app)
+        self._runner, self.url = await start_app(app, handler_cancellation=self.handler_cancellation)
         return self
 
     async def __aexit__(
