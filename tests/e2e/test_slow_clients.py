@@ -26,11 +26,13 @@ async def stats(http, url):
 
 
 async def after_a_cut(http, url):
-    """The figures once a response was cut and released (asked again and again, each a
-    round trip: the cut comes 1 to 1.25 SEND_TIMEOUT after the stall), or the last ones."""
-    for _ in range(50_000):
+    """The figures once every response was released (asked again and again, each a round
+    trip), or the last ones.  A stalled reader is released by whichever comes first, both
+    after SEND_TIMEOUT: the server's own cut (``stalled_cut``), or the kernel's reset of a
+    socket whose data stays unacknowledged (``TCP_USER_TIMEOUT``, set to SEND_TIMEOUT)."""
+    for _ in range(20_000):
         figures = await stats(http, url)
-        if figures["stream_writes"]["stalled_cut"] >= 1 and figures["engine"]["readers"] == 0:
+        if figures["engine"]["readers"] == 0:
             break
     return figures
 
@@ -64,8 +66,8 @@ async def test_a_reader_that_stops_reading_is_cut_and_resumes_the_whole_answer(s
 
     # The stalled one is cut after SEND_TIMEOUT and released, while its client still reads nothing.
     figures = await after_a_cut(http, server.url)
-    assert figures["stream_writes"]["stalled_cut"] == 1
     assert figures["engine"]["readers"] == 0
+    assert figures["stream_writes"]["stalled_cut"] <= 1
     assert figures["engine"]["heartbeat_members"] == 0
     sock.close()
 
@@ -123,6 +125,6 @@ async def test_a_reader_that_never_reads_a_finished_replay_is_cut_and_counted(st
             head += await loop.sock_recv(sock, 1024)  # the response head; then no more reading
         assert head.startswith(b"HTTP/1.1 200")
         figures = await after_a_cut(http, server.url)
-        assert figures["stream_writes"]["stalled_cut"] == 1
         assert figures["engine"]["readers"] == 0
         assert figures["engine"]["client_streams"] == 0
+        assert figures["stream_writes"]["stalled_cut"] <= 1
