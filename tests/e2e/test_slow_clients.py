@@ -18,6 +18,9 @@ from tests.support.server import listening_socket
 from tests.support.sse_client import chat_stream, read_stream
 
 CHUNKS = 40_000  # about 6 MB of events: more than the kernel's socket buffers hold
+# SEND_TIMEOUT is 4 s, not 1: the normal readers beside a stalled one live in this test
+# process, which parses 6 MB each under coverage on a busy 2-core machine.  With 1 s, a
+# pause of this process longer than that got a *normal* reader cut (CI, stop 21).
 
 
 async def stats(http, url):
@@ -38,7 +41,7 @@ async def after_a_cut(http, url):
 
 
 async def test_a_reader_that_stops_reading_is_cut_and_resumes_the_whole_answer(start_server, http):
-    server = start_server(SEND_TIMEOUT="1", SIM_CHUNK_DELAY_MS="0", SIM_RESPONSE_CHUNKS=str(CHUNKS))
+    server = start_server(SEND_TIMEOUT="4", SIM_CHUNK_DELAY_MS="0", SIM_RESPONSE_CHUNKS=str(CHUNKS))
     loop = asyncio.get_running_loop()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -108,7 +111,7 @@ async def test_a_reader_that_never_reads_a_finished_replay_is_cut_and_counted(st
     # The whole replay of a finished 6 MB answer is one first write: it too is cut after
     # SEND_TIMEOUT, and the response counts as open (readers, the client's streams) until then.
     server = start_server(
-        SEND_TIMEOUT="1", SIM_CHUNK_DELAY_MS="0", SIM_RESPONSE_CHUNKS=str(CHUNKS), MAX_STREAMS_PER_CLIENT="5"
+        SEND_TIMEOUT="4", SIM_CHUNK_DELAY_MS="0", SIM_RESPONSE_CHUNKS=str(CHUNKS), MAX_STREAMS_PER_CLIENT="5"
     )
     done = await chat_stream(http, server.url, "a long answer")
     assert done.last["type"] == "complete"
