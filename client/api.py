@@ -1,8 +1,8 @@
-"""A thin layer over the server's HTTP API (API.md): one method per endpoint, no UI.
+"""A thin layer over the server's HTTP API (docs/API.md): one method per endpoint, no UI.
 
 Two failures are told apart: :class:`Unreachable` (no HTTP answer at all: refused, reset,
 timed out; the request may be retried) and :class:`RequestFailed` (the server answered
-with a non-2xx status and API.md's error body).
+with a non-2xx status and docs/API.md's error body).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What one answer's stream must look like (API.md, "Streams"), checked as its bytes arrive.
+"""What one answer's stream must look like (docs/API.md, "Streams"), checked as its bytes arrive.
 
 Pure: no network, no Locust, no clock.  The network layer feeds each connection's bytes with
 the time they arrived; an :class:`AnswerCheck` spans every connection of one answer (the first
@@ -45,7 +45,7 @@ _RANK = {"session_info": 0, "status": 1, "chunk": 2, "complete": 3, "error": 3}
 
 @dataclass(frozen=True)
 class Turn:
-    """One message of a session (API.md, ``GET /sessions/{id}``): ``role`` is ``user`` or ``model``."""
+    """One message of a session (docs/API.md, ``GET /sessions/{id}``): ``role`` is ``user`` or ``model``."""
 
     role: str
     content: str

@@ -44,7 +44,7 @@ class StreamClosed(Exception):
 
 
 class CheckFailed(Exception):
-    """A correctness check of API.md failed; its message is the row of Locust's failure table."""
+    """A correctness check of docs/API.md failed; its message is the row of Locust's failure table."""
 
 
 def read_some(response: Any) -> bytes:

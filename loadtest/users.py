@@ -128,7 +128,7 @@ class SSEUser(FastHttpUser):
             except ValueError:
                 saved = None
             if saved is None:
-                resp.failure("body is not a session (API.md: GET /sessions/{id})")
+                resp.failure("body is not a session (docs/API.md: GET /sessions/{id})")
                 return
             resp.success()
         check.compare_saved(saved)
@@ -162,7 +162,7 @@ class SSEUser(FastHttpUser):
         return dropped
 
     def end_answers_204(self, check: AnswerCheck) -> None:
-        """A resume from the final event's id answers 204 (API.md: nothing follows)."""
+        """A resume from the final event's id answers 204 (docs/API.md: nothing follows)."""
         if check.events_url is None or check.last_id is None:
             return
         headers = self.headers(**{"Last-Event-ID": check.last_id})

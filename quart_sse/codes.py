@@ -1,4 +1,4 @@
-"""Error codes (API.md, Errors and Streams) and the domain exceptions that carry them.
+"""Error codes (docs/API.md, Errors and Streams) and the domain exceptions that carry them.
 
 Framework-free: the engine, the stores and the providers raise :class:`Refused` and its
 kinds; only the HTTP edge (:mod:`quart_sse.http.errors`) maps a code to an HTTP status.
@@ -28,7 +28,7 @@ SHUTTING_DOWN = "shutting_down"
 STORE_UNAVAILABLE = "store_unavailable"
 INTERNAL = "internal_error"
 
-# Codes of ``error`` stream events (API.md, Streams); ``rate_limited`` and
+# Codes of ``error`` stream events (docs/API.md, Streams); ``rate_limited`` and
 # ``store_unavailable`` serve both.
 CANCELLED = "cancelled"
 INTERRUPTED = "interrupted"
@@ -39,7 +39,7 @@ TIMEOUT = "timeout"
 
 
 class Refused(Exception):
-    """A request the server cannot serve: an API.md ``code``, a ``message`` for people, and,
+    """A request the server cannot serve: an docs/API.md ``code``, a ``message`` for people, and,
     for refusals that pass, ``retry_after`` (seconds) after which to try again."""
 
     def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:

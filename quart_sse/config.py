@@ -1,4 +1,4 @@
-"""Settings read once from an environment mapping, under API.md's names, with typed casts.
+"""Settings read once from an environment mapping, under docs/API.md's names, with typed casts.
 
 Each setting is named once: a field of :class:`Settings`, whose metadata holds its cast.
 Its environment variable is the field's name in upper case, unless the field lists its
@@ -94,7 +94,7 @@ _positive_int = _number(int, minimum=1)
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the server can be told, with API.md's defaults."""
+    """Everything the server can be told, with docs/API.md's defaults."""
 
     port: int = _setting(8000, _number(int, minimum=0))
     # Unset: gemini when a key is set, else simulated (see from_env).

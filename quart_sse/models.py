@@ -62,12 +62,12 @@ class StreamInfo:
     finished: bool
     last_id: int
     closed: str | None = None
-    owner: str | None = None  # the owner of its session (API.md, Ownership)
+    owner: str | None = None  # the owner of its session (docs/API.md, Ownership)
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who a request acts for (API.md, Ownership).
+    """Who a request acts for (docs/API.md, Ownership).
 
     ``owner`` is the owner id of the API key presented (a keyed hash of it, never the key);
     None when the server has no keys, and then every session is the caller's.  ``admin``:

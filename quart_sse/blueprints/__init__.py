@@ -23,7 +23,7 @@ def engine() -> Engine:
 
 
 def caller() -> Caller:
-    """Who the current request acts for (set by the edge; API.md, Ownership)."""
+    """Who the current request acts for (set by the edge; docs/API.md, Ownership)."""
     found = request.scope.get(CALLER, EVERYONE)
     assert isinstance(found, Caller)
     return found

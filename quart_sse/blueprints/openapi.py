@@ -59,7 +59,7 @@ OWNERSHIP = (
 )
 
 CHAT_ERRORS = (400, 401, 404, 408, 409, 413, 429, 503)
-"""The refusals of the chat routes, in API.md's order (401 only with API_KEYS set)."""
+"""The refusals of the chat routes, in docs/API.md's order (401 only with API_KEYS set)."""
 
 
 class SSEOpenAPIProvider(OpenAPIProvider):
@@ -167,7 +167,7 @@ class SSEOpenAPIProvider(OpenAPIProvider):
                 operation["responses"] = {
                     200: {"description": what, "content": {media_type: {"schema": {"type": "string"}}}}
                 }
-        # What the routes check by hand (API.md, Errors), said in the schema.
+        # What the routes check by hand (docs/API.md, Errors), said in the schema.
         max_chars = self._app.extensions[EXTENSION].settings.max_message_chars
         fields = components["ChatRequest"]["properties"]
         fields["message"].update(minLength=1, maxLength=max_chars, pattern=r"\S")

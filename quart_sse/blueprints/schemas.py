@@ -1,6 +1,6 @@
 """Request and response shapes, for the OpenAPI schema and /docs.
 
-Requests are validated strictly by hand in the routes (API.md: no coercion, and errors in
+Requests are validated strictly by hand in the routes (docs/API.md: no coercion, and errors in
 its own body shape); these dataclasses document what the routes accept and answer.
 """
 

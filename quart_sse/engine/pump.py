@@ -30,7 +30,7 @@ CLOSED_MESSAGES = {codes.INTERRUPTED: "the generating instance stopped before th
 
 
 def final_error(event_id: int, code: str, message: str, session_id: str) -> bytes:
-    """An ``error`` event that ends a stream (API.md, Streams)."""
+    """An ``error`` event that ends a stream (docs/API.md, Streams)."""
     return encode_event(
         event_id, {"type": "error", "message": message, "code": code, "session_id": session_id}
     )

@@ -17,7 +17,7 @@ import hmac
 from quart_sse import codes
 from quart_sse.models import EVERYONE, Caller
 
-# Paths that need no key even when keys are set (API.md, Configuration).
+# Paths that need no key even when keys are set (docs/API.md, Configuration).
 PUBLIC_PATHS = frozenset(("/health", "/docs", "/openapi.json", "/demo"))
 PUBLIC_PREFIXES = ("/docs/", "/demo/")
 

@@ -1,4 +1,4 @@
-"""Starting a generation from a chat request: strict validation, API.md's order of checks.
+"""Starting a generation from a chat request: strict validation, docs/API.md's order of checks.
 
 Shared by the edge's ``POST /chat`` and ``POST /chat/stream``.
 """
@@ -121,7 +121,7 @@ async def start_generation(
     caller: Caller = EVERYONE,
     slot: StreamSlot = NO_SLOT,
 ) -> Generation:
-    """Every check of API.md's order after 401 (done first, by the edge), then the generation.
+    """Every check of docs/API.md's order after 401 (done first, by the edge), then the generation.
 
     A session that ``caller`` may not see is answered as an unknown one (404).
 

@@ -1,6 +1,6 @@
 """The HTTP edge: one ASGI layer around everything, and the chat routes as its own.
 
-Every request passes here once, in API.md's order: counted; a CORS preflight answered;
+Every request passes here once, in docs/API.md's order: counted; a CORS preflight answered;
 the API key checked (401); the client identified (for the limits, and for the routes as
 ``scope["quart_sse.client"]``).  Then a small routing table: the three chat routes are
 served here, on ASGI directly; every other request goes to the Quart app (sessions,

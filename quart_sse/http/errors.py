@@ -1,7 +1,7 @@
-"""The one error renderer: every refusal, ours and the framework's, as API.md's body.
+"""The one error renderer: every refusal, ours and the framework's, as docs/API.md's body.
 
 ``{"error": {"code": ..., "message": ...}}`` with the status its code stands for
-(API.md, Errors).  The engine, stores and providers raise :class:`~quart_sse.codes.Refused`
+(docs/API.md, Errors).  The engine, stores and providers raise :class:`~quart_sse.codes.Refused`
 with a code and know no status; here is the only place a code becomes one.
 """
 

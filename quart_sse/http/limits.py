@@ -3,7 +3,7 @@
 The edge (:mod:`quart_sse.http.edge`) serves the three chat routes (``POST /chat``,
 ``POST /chat/stream``, ``GET /streams/{id}/events``) and calls :meth:`Limits.identify` once
 per request, then :meth:`Limits.take_message` and :meth:`Limits.slot` from
-:func:`quart_sse.http.chat.start_generation` at the place of API.md's 429/503 in the order of
+:func:`quart_sse.http.chat.start_generation` at the place of docs/API.md's 429/503 in the order of
 checks (after 401, 400, 413, 404, 409 and the server's own capacity): a refused request
 changes nothing, and a request refused for another reason costs the client nothing.
 

@@ -4,7 +4,7 @@ Shaped like httpx's one-method transport: ``stream(history)`` plus ``aclose()``.
 A provider that knows in advance which piece is the last yields it as :class:`LastPiece`
 (the stream then marks that chunk ``is_final``); one that ends for another reason than
 ``stop`` yields a :class:`FinishReason` last.  Failures are :class:`ProviderError` with
-one of API.md's ``error`` event codes; anything else a provider raises is ``model_error``.
+one of docs/API.md's ``error`` event codes; anything else a provider raises is ``model_error``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The whole conversation goes with every request as ``contents`` (roles ``user`` /
 so that any instance can answer any turn; ``SYSTEM_PROMPT`` is the system instruction and
 ``GEMINI_BASE_URL`` the SDK's base URL.  Text is passed on piece by piece as it arrives.
 
-Failures become :class:`ProviderError` with API.md's codes: 429 / 5xx / an unreachable model
+Failures become :class:`ProviderError` with docs/API.md's codes: 429 / 5xx / an unreachable model
 before the first piece are retried (see :mod:`quart_sse.providers.retry`), then
 ``rate_limited`` / ``model_unavailable``; a refused key is ``auth`` (the key is never repeated);
 anything after the first piece is ``model_error``.  A finish reason other than STOP is yielded

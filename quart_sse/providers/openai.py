@@ -29,7 +29,7 @@ not a well-formed stream of completion chunks is ``model_error`` at once: an HTT
 is not an object, ``delta.content`` or ``finish_reason`` that is not a string.  Events without
 ``choices`` or with an empty list (usage, Azure's first event) are skipped.
 
-Failures map to API.md's codes as for Gemini (see :mod:`quart_sse.providers.retry`),
+Failures map to docs/API.md's codes as for Gemini (see :mod:`quart_sse.providers.retry`),
 including ``{"error": ...}`` events, ``event: error`` and llama.cpp's ``error: {...}`` lines
 sent on an HTTP 200: before any text by their ``code`` (429 retried, then ``rate_limited``),
 after text ``model_error``.  aiohttp's default 300 s limit on the whole answer is off: the

@@ -38,7 +38,7 @@ log = logging.getLogger("quart_sse.providers")
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
-# Finish reasons are reported in lower case; these are renamed to API.md's words.
+# Finish reasons are reported in lower case; these are renamed to docs/API.md's words.
 _REASONS = {"length": "max_tokens", "content_filter": "safety", "finish_reason_unspecified": "other"}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*s?\s*$")
 
@@ -68,7 +68,7 @@ def parse_delay(value: object) -> float | None:
 
 
 def code_for_status(status: int) -> str:
-    """API.md's ``error`` code for an HTTP status from the model."""
+    """docs/API.md's ``error`` code for an HTTP status from the model."""
     if status == 429:
         return codes.RATE_LIMITED
     if status in (401, 403):

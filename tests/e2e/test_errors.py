@@ -1,4 +1,4 @@
-"""Every error row of API.md: status, body shape, order, and that a refusal changes nothing."""
+"""Every error row of docs/API.md: status, body shape, order, and that a refusal changes nothing."""
 
 from __future__ import annotations
 

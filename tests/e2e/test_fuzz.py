@@ -2,7 +2,7 @@
 
 For every operation of the schema, valid and invalid requests (Hypothesis, a few dozen
 examples each, no deadline) against the real server: no 5xx, every answer documented in
-the schema and matching it, and every error body in API.md's shape.
+the schema and matching it, and every error body in docs/API.md's shape.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ MAX_EXAMPLES = 25
 
 @schemathesis.check
 def error_body_in_api_shape(ctx: Any, response: Any, case: Any) -> bool | None:
-    """API.md, Errors: every non-2xx answer that is not a stream is {"error": {"code", "message"}}."""
+    """docs/API.md, Errors: every non-2xx answer that is not a stream is {"error": {"code", "message"}}."""
     if response.status_code < 400:
         return None
     content_type = response.headers.get("content-type", [""])

@@ -36,7 +36,7 @@ GUARD = 30.0  # longest wait on a raw socket: a guard against a hang, never a pa
 
 
 def assert_error(body: Any, code: str) -> None:
-    """API.md's error body: ``{"error": {"code", "message"}}`` and nothing else."""
+    """docs/API.md's error body: ``{"error": {"code", "message"}}`` and nothing else."""
     assert isinstance(body, dict) and set(body) == {"error"}, body
     assert set(body["error"]) == {"code", "message"}, body
     assert body["error"]["code"] == code, body

@@ -71,7 +71,7 @@ async def test_rate_limit_counts_accepted_messages_on_both_chat_routes(start_ser
     assert await session_count(http, url) == sessions
     async with http.get(f"{url}/sessions/{first['session_id']}") as r:
         assert (await r.json())["message_count"] == messages
-    # API.md's order: a bad request is still 400, an unknown session still 404.
+    # docs/API.md's order: a bad request is still 400, an unknown session still 404.
     assert (await send(http, url, body={"message": 42}))[0] == 400
     assert (await send(http, url, body={"message": "x", "session_id": "nope"}))[0] == 404
     # Reads are not messages: sessions, streams and system routes still answer.

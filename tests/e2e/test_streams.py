@@ -1,4 +1,4 @@
-"""The stream contract of API.md over real HTTP: framing, order, multi-turn, resume, cancel."""
+"""The stream contract of docs/API.md over real HTTP: framing, order, multi-turn, resume, cancel."""
 
 from __future__ import annotations
 

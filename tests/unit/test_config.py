@@ -1,4 +1,4 @@
-"""Settings: API.md's names and defaults, typed casts, one-line errors."""
+"""Settings: docs/API.md's names and defaults, typed casts, one-line errors."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Real parts: create_app (the Edge around the Quart app, the engine, the memory store, the
 offline model), its lifespan (``app.test_app()``); fake: only the ASGI connection, a
 ``receive`` that hands over the body and then waits (a client that stays), and a ``send``
-that records the answer.  The contract is API.md: Errors (the body, the statuses, the
+that records the answer.  The contract is docs/API.md: Errors (the body, the statuses, the
 order of checks, "a refused request changes nothing"), Configuration (API_KEYS,
 RATE_LIMIT, MAX_STREAMS_PER_CLIENT, CORS_ORIGINS, TRUSTED_PROXIES) and Streams.
 """
@@ -166,7 +166,7 @@ async def serving(*, store: MemoryStore | None = None, **fields: Any) -> AsyncIt
 
 
 def assert_error(answer: Answer, status: int, code: str | None) -> None:
-    """API.md's error answer: the status, a JSON body ``{"error": {"code", "message"}}``."""
+    """docs/API.md's error answer: the status, a JSON body ``{"error": {"code", "message"}}``."""
     assert answer.status == status, (answer.status, answer.body)
     content_type = answer.header("content-type") or ""
     assert content_type.split(";")[0].strip() == "application/json", content_type
@@ -447,7 +447,7 @@ async def test_head_is_taken_on_stream_reads() -> None:
         assert answer.status == 404, (answer.status, answer.body)
 
 
-# -- Bodies the edge must refuse with API.md's answer ---------------------------------------
+# -- Bodies the edge must refuse with docs/API.md's answer ---------------------------------------
 
 
 async def test_lone_surrogate_is_400_and_leaves_nothing() -> None:

@@ -40,7 +40,7 @@ def events(pieces: list[str] = PIECES, message_count: int = 2) -> list[dict[str,
 
 
 def session_body(*messages: tuple[str, str], session_id: str = SID, **extra: Any) -> dict[str, Any]:
-    """A ``GET /sessions/{id}`` body (API.md) holding ``messages`` as (role, content)."""
+    """A ``GET /sessions/{id}`` body (docs/API.md) holding ``messages`` as (role, content)."""
     items = [{"role": role, "content": text, "timestamp": "2026-11-25T16:06:05Z"} for role, text in messages]
     users = sum(role == "user" for role, _ in messages)
     return {
