@@ -1,70 +1,323 @@
-"""The OpenAPI schema: quart-schema's, plus the HTTP edge's chat routes and their event streams."""
+"""The OpenAPI schema (3.1): quart-schema's, completed so that it describes the API by itself.
+
+quart-schema builds the schema of the Quart routes from their docstrings and
+:mod:`quart_sse.blueprints.schemas`.  Added here: the HTTP edge's routes (``POST /chat``,
+``POST /chat/stream``, ``GET /streams/{stream_id}/events``), which Quart never sees, with
+their ``text/event-stream`` answers and the shape of each event; every refusal of every
+route, by status, with its codes (docs/API.md, Errors); what the routes check by hand
+(limits of the chat body); the bearer security scheme, applied to every operation that
+needs a key when ``API_KEYS`` or ``ADMIN_KEYS`` is set; tags that group the operations.
+Built once per app (the routes do not change once it serves).
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from quart_schema.openapi import OpenAPIProvider
 
+from quart_sse import codes
 from quart_sse.blueprints import EXTENSION
+from quart_sse.http.auth import PUBLIC_PATHS, PUBLIC_PREFIXES
 
-_EVENT_SCHEMAS = ("SessionInfoEvent", "StatusEvent", "ChunkEvent", "CompleteEvent", "ErrorEvent")
-
-
-_EDGE_DOCS = {
-    ("/chat", "post"): (
-        "Send a message; answers at once with the stream to read (for EventSource clients).",
-        "Starts a generation and answers ``202`` with ``session_id``, ``stream_id`` and ``events_url``; "
-        "read the answer from ``events_url`` (``GET /streams/{stream_id}/events``).",
-    ),
-    ("/chat/stream", "post"): (
-        "Send a message and read the answer as it is generated (text/event-stream).",
-        "Starts a generation and answers with its stream directly: ``retry:``, then the events "
-        "``session_info``, ``status``, ``chunk``... and ``complete`` (or ``error``). If the connection "
-        "drops, resume with ``GET /streams/{stream_id}/events`` and ``Last-Event-ID``.",
-    ),
-    ("/streams/{stream_id}/events", "get"): (
-        "Read a stream (text/event-stream): replay after Last-Event-ID, then live.",
-        "The id comes from the ``Last-Event-ID`` header or, for clients that cannot set headers, "
-        "``?last_event_id=`` (the header wins). Without one the stream is read from its first event. "
-        "A finished stream stays readable for ``STREAM_RETENTION`` seconds; when nothing follows the "
-        "given id the answer is 204 (an EventSource then stops reconnecting). With ``API_KEYS`` set, "
-        "the key may come as ``?access_token=``.",
-    ),
+EVENT_SCHEMAS = {
+    "session_info": "SessionInfoEvent",
+    "status": "StatusEvent",
+    "chunk": "ChunkEvent",
+    "complete": "CompleteEvent",
+    "error": "ErrorEvent",
 }
-
+"""Each event type of a stream, and the schema of its ``data``, in the order a stream emits them."""
 
 EVENT_ID_PATTERN = "^[0-9]{0,18}$"
 """The event ids this server issues (quart_sse.sse); anything else is a 400."""
 
-REFUSALS = {
-    400: "the body is not JSON (or nested too deep), a field is missing, of the wrong type or not "
-    "valid Unicode, the message is empty, or Last-Event-ID is malformed",
-    401: "API_KEYS is set and no valid key was presented (Authorization: Bearer <key>)",
-    404: "unknown or expired session or stream, or one that belongs to another API key (the same answer)",
-    408: "the request body did not arrive within BODY_TIMEOUT",
-    409: "the session already has a generation running, or holds MAX_SESSION_MESSAGES messages",
-    413: "the body is larger than MAX_BODY_BYTES, or the message longer than MAX_MESSAGE_CHARS",
-    429: "RATE_LIMIT or MAX_STREAMS_PER_CLIENT reached (Retry-After)",
-    503: "MAX_STREAMS reached, the server is shutting down, or the store is unavailable (Retry-After)",
-}
-"""What each refusal means; every refusal's body is ErrorBody."""
+_ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 
-OWNERSHIP = (
-    'Errors are `{"error": {"code", "message"}}`; when several apply, the first of 401, 413, '
-    "400, 404, 409, 429, 503 answers, and a refused request changes nothing. With API_KEYS set, every "
-    "session and every stream started in it belongs to the key that created it: another key gets the "
-    "404 an unknown id gets, and GET /sessions lists only the caller's sessions; keys in ADMIN_KEYS see "
-    "and act on every session. Without API_KEYS the server is single-user: every session is visible."
+STREAM_EXAMPLE = """\
+retry: 2000
+
+id: 1
+event: session_info
+data: {"type": "session_info", "session_id": "3f2a…", "stream_id": "9c41…", "model": "simulated", \
+"events_url": "/streams/9c41…/events"}
+
+id: 2
+event: status
+data: {"type": "status", "message": "Generating response...", "context_messages": 1}
+
+id: 3
+event: chunk
+data: {"type": "chunk", "text": "Good question. You ", "chunk_number": 1, "is_final": false}
+
+: ping
+
+id: 33
+event: complete
+data: {"type": "complete", "total_chunks": 30, "processing_time": 1.2153, "message_count": 2, \
+"finish_reason": "stop"}"""
+
+# When each error body code is answered (docs/API.md, Errors; the status is quart_sse.http.errors').
+WHEN = {
+    codes.INVALID_JSON: "the body is not JSON, or is JSON nested deeper than the server reads",
+    codes.EMPTY_MESSAGE: "`message` is empty or only whitespace",
+    codes.INVALID_LAST_EVENT_ID: "the `Last-Event-ID` header (or `last_event_id`) is not an event id "
+    "this server issues (digits)",
+    codes.UNAUTHORIZED: "`API_KEYS` is set and the request has no valid key: send "
+    "`Authorization: Bearer <key>` (answered with `WWW-Authenticate: Bearer`)",
+    codes.SESSION_NOT_FOUND: "no such session: unknown, expired (`SESSION_TTL`), or another API "
+    "key's (the same answer, so that the ids of others cannot be told from missing ones)",
+    codes.STREAM_NOT_FOUND: "no such stream: unknown, expired (`STREAM_RETENTION` seconds after "
+    "its end), or another API key's (the same answer)",
+    codes.BODY_TIMEOUT: "the request body did not all arrive within `BODY_TIMEOUT` seconds",
+    codes.GENERATION_RUNNING: "the session already has a generation running (one at a time per "
+    "session): wait for its `complete` or `error`, or cancel it",
+    codes.SESSION_FULL: "the session holds `MAX_SESSION_MESSAGES` messages (a turn adds two): "
+    "start a new session",
+    codes.BODY_TOO_LARGE: "the body is larger than `MAX_BODY_BYTES` (declared or received; "
+    "checked before it is read as JSON)",
+    codes.MESSAGE_TOO_LONG: "`message` is longer than `MAX_MESSAGE_CHARS` characters (code points)",
+    codes.RATE_LIMITED: "the client (its API key, else its address) has sent `RATE_LIMIT` messages "
+    "in the last minute",
+    codes.CAPACITY: "`MAX_STREAMS` generations are running in this server process",
+    codes.SHUTTING_DOWN: "the server is shutting down (SIGTERM): try another instance, or again",
+    codes.STORE_UNAVAILABLE: "Redis cannot be reached, or did not answer within `REDIS_TIMEOUT` "
+    "(the server recovers by itself when it is back)",
+}
+
+EXAMPLE_MESSAGES = {
+    codes.INVALID_JSON: "the request body is not JSON",
+    codes.INVALID_REQUEST: "query parameter 'limit' must be an integer from 1 to 1000, not 'all'",
+    codes.INVALID_LAST_EVENT_ID: "malformed Last-Event-ID: not an event id of this server: 'abc'",
+    codes.UNAUTHORIZED: "a valid API key is needed: send 'Authorization: Bearer <key>'",
+    codes.SESSION_NOT_FOUND: "no session 3f2a9c0e7b1d4e5fa6b7c8d9e0f1a2b3",
+    codes.STREAM_NOT_FOUND: "no stream 9c41e2d3f4a5b6c7d8e9f0a1b2c3d4e5 (unknown or expired)",
+    codes.BODY_TIMEOUT: "the request body did not arrive within 60 s (BODY_TIMEOUT)",
+    codes.GENERATION_RUNNING: "session 3f2a9c0e7b1d4e5fa6b7c8d9e0f1a2b3 already has a generation running "
+    "(stream 9c41e2d3f4a5b6c7d8e9f0a1b2c3d4e5); wait for it to end or cancel it",
+    codes.BODY_TOO_LARGE: "the request body is larger than 1048576 bytes (MAX_BODY_BYTES)",
+    codes.RATE_LIMITED: "more than 20 messages in a minute from this client (RATE_LIMIT); try again in 3 s",
+    codes.TOO_MANY_STREAMS: "this client has 4 streams open (MAX_STREAMS_PER_CLIENT); close one or try "
+    "again when one ends",
+    codes.CAPACITY: "10000 streams are generating (MAX_STREAMS); try again",
+    codes.STORE_UNAVAILABLE: "the store (Redis) is unreachable; try again shortly",
+}
+"""An example of the message of the first code of each refusal (the server's words)."""
+
+CHAT_INVALID = (
+    "the body is not a JSON object; `message` is missing or not a string; `session_id` is "
+    "not a string or null, or is an empty string; a string is not valid Unicode (a lone surrogate "
+    'such as `"\\ud83d"`). No coercion: `42`, `true` or a list for a string field is refused'
+)
+LIST_INVALID = (
+    "`limit` is not an integer from 1 to 1000, `cursor` is not a `next_cursor` this server "
+    "gave, or either is given more than once"
+)
+STREAMS_PER_CLIENT = "the client has `MAX_STREAMS_PER_CLIENT` stream responses open"
+GENERATIONS_PER_CLIENT = (
+    "the client has `MAX_STREAMS_PER_CLIENT` stream responses open, or as many generations running"
 )
 
-CHAT_ERRORS = (400, 401, 404, 408, 409, 413, 429, 503)
-"""The refusals of the chat routes, in docs/API.md's order (401 only with API_KEYS set)."""
+Codes = tuple[tuple[str, str], ...]
+"""Error codes, each with when it is answered."""
+
+
+def _codes(*names: str) -> Codes:
+    return tuple((name, WHEN[name]) for name in names)
+
+
+_STORE = _codes(codes.STORE_UNAVAILABLE)
+_CHAT: dict[int, Codes] = {
+    400: (
+        *_codes(codes.INVALID_JSON),
+        (codes.INVALID_REQUEST, CHAT_INVALID),
+        *_codes(codes.EMPTY_MESSAGE),
+    ),
+    404: (
+        (codes.SESSION_NOT_FOUND, "`session_id` names no session: unknown, expired, or another API key's"),
+    ),
+    408: _codes(codes.BODY_TIMEOUT),
+    409: _codes(codes.GENERATION_RUNNING, codes.SESSION_FULL),
+    413: _codes(codes.BODY_TOO_LARGE, codes.MESSAGE_TOO_LONG),
+    429: (*_codes(codes.RATE_LIMITED), (codes.TOO_MANY_STREAMS, GENERATIONS_PER_CLIENT)),
+    503: _codes(codes.CAPACITY, codes.SHUTTING_DOWN, codes.STORE_UNAVAILABLE),
+}
+_SESSION: dict[int, Codes] = {404: _codes(codes.SESSION_NOT_FOUND), 503: _STORE}
+
+ERRORS: dict[tuple[str, str], dict[int, Codes]] = {
+    ("/chat", "post"): _CHAT,
+    ("/chat/stream", "post"): _CHAT,
+    ("/streams/{stream_id}/events", "get"): {
+        400: _codes(codes.INVALID_LAST_EVENT_ID),
+        404: _codes(codes.STREAM_NOT_FOUND),
+        429: ((codes.TOO_MANY_STREAMS, STREAMS_PER_CLIENT),),
+        503: _STORE,
+    },
+    ("/streams/{stream_id}/cancel", "post"): {404: _codes(codes.STREAM_NOT_FOUND), 503: _STORE},
+    ("/sessions/new", "post"): {503: _STORE},
+    ("/sessions", "get"): {400: ((codes.INVALID_REQUEST, LIST_INVALID),), 503: _STORE},
+    ("/sessions/{session_id}", "get"): _SESSION,
+    ("/sessions/{session_id}", "delete"): _SESSION,
+    ("/sessions/{session_id}/clear", "post"): _SESSION,
+    ("/health", "get"): {503: _STORE},
+    ("/stats", "get"): {503: _STORE},
+    ("/metrics", "get"): {503: _STORE},
+}
+"""The refusals of each operation: status, then its codes in the order they are checked."""
+
+STATUS_TITLE = {
+    400: "Bad request",
+    401: "No valid API key",
+    404: "Not found",
+    408: "Body too slow",
+    409: "Conflict",
+    413: "Too large",
+    429: "Too many requests (with `Retry-After`)",
+    503: "Unavailable (with `Retry-After`)",
+}
+
+_CHAT_CHECKS = (
+    "Refusals are JSON (`ErrorBody`) and come before any stream; when several apply, the first of "
+    "401, 413 `body_too_large`, 400, 413 `message_too_long`, 404, 409, 429, 503 answers, and a "
+    "refused request changes nothing (no session, message or stream is left behind)."
+)
+
+EDGE: dict[tuple[str, str], tuple[str, str]] = {
+    ("/chat/stream", "post"): (
+        "Send a message and read the answer as it is generated (text/event-stream)",
+        "Starts a generation, the model's answer to `message` in the session `session_id` (absent "
+        "or null: a new session), and answers with its stream: `retry: 2000`, then the events "
+        "`session_info`, `status`, `chunk`... and, last, exactly one `complete` or `error`; then the "
+        "response ends. Each event's `data` is one line of JSON whose `type` is the event's name; "
+        "their shapes are the schemas `SessionInfoEvent`, `StatusEvent`, `ChunkEvent`, "
+        "`CompleteEvent` and `ErrorEvent`.\n\n"
+        "The generation runs to its end whether or not anyone reads the response, and the answer "
+        "is saved in the session before the final event goes out. If the connection drops, read "
+        "the rest with `GET /streams/{stream_id}/events` and `Last-Event-ID` set to the last id "
+        "received (the `stream_id` is in `session_info`, the first event: a connection lost before "
+        "it cannot be resumed; sending the message again would start a second generation).\n\n"
+        + _CHAT_CHECKS,
+    ),
+    ("/chat", "post"): (
+        "Send a message; answers at once with the stream to read (for EventSource clients)",
+        "Starts a generation as `POST /chat/stream` does, with the same checks, and answers `202` "
+        "at once with `session_id`, `stream_id` and `events_url`, for clients that can only GET a "
+        "stream, such as a browser's `EventSource`: read the answer from `events_url` "
+        "(`GET /streams/{stream_id}/events`).\n\n" + _CHAT_CHECKS,
+    ),
+    ("/streams/{stream_id}/events", "get"): (
+        "Read a stream (text/event-stream): replay after Last-Event-ID, then live",
+        "The events of one generation, as `POST /chat/stream` sends them. With a `Last-Event-ID` "
+        "header (or `?last_event_id=`, for clients that cannot set headers; the header wins when "
+        "both are there) it first replays every event whose id comes after that id, then goes on "
+        "live; without one it starts from the first event. Each event comes once and in order; "
+        "any number of readers may read one stream, each from its own position.\n\n"
+        "A finished stream stays readable for `STREAM_RETENTION` seconds (default 600). When it has "
+        "ended and nothing follows the given id the answer is `204`, with no body: an "
+        "`EventSource` then stops reconnecting. `HEAD` answers as `GET` would, without a body.\n\n"
+        "With `API_KEYS` set the key may come as `?access_token=` instead of `Authorization` "
+        "(an `EventSource` cannot send headers).",
+    ),
+}
+"""Summary and description of each edge route (Quart never sees them)."""
+
+MORE: dict[tuple[str, str], str] = {
+    ("/", "get"): "`endpoints` lists every route as `METHOD /path`. Needs a key when `API_KEYS` is set.",
+    ("/sessions/new", "post"): (
+        "Answers `201` with its id. With `API_KEYS` set, the session belongs to the caller's key. "
+        "`POST /chat` or `POST /chat/stream` without `session_id` creates one as well."
+    ),
+    ("/sessions/{session_id}", "get"): (
+        "Its messages, oldest first: the user's (`role` `user`) and the model's answers (`model`). "
+        "`generating` is the stream id of the generation running in it, or null."
+    ),
+    ("/sessions/{session_id}", "delete"): (
+        "The session and its history are gone. A generation running in it is cancelled first: its "
+        "stream ends with an `error` event of code `cancelled`."
+    ),
+    ("/sessions/{session_id}/clear", "post"): (
+        "The session (its id, its owner) stays, with no messages. A generation running in it is "
+        "cancelled first: its stream ends with an `error` event of code `cancelled`."
+    ),
+    ("/stats", "get"): (
+        "Counters since this process started, and what it holds now; `cluster` adds up every "
+        "instance on one Redis."
+    ),
+    ("/metrics", "get"): "The figures of `GET /stats`, named `quart_sse_...`, for Prometheus to scrape.",
+    ("/demo", "get"): (
+        "A chat page that uses this API like any client (`POST /chat`, then `EventSource` on "
+        "`events_url`). No key is needed to load it; it asks for one when the server has `API_KEYS`."
+    ),
+}
+"""Descriptions of Quart routes whose docstring has only a summary (a longer docstring wins)."""
+
+NOT_JSON = {
+    ("/demo", "get"): {
+        "description": "The demo page.",
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    },
+    ("/metrics", "get"): {
+        "description": "The figures in Prometheus text format.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+}
+"""The answers that are not JSON, which quart-schema cannot know."""
+
+TAGS = (
+    ("chat", "Send a message; the answer comes as a stream of Server-Sent Events."),
+    ("streams", "Read, resume and cancel the stream of a generation."),
+    ("sessions", "Conversations: each keeps its messages, which the model sees as context."),
+    ("system", "The server: what it runs, its health and figures, the demo page."),
+)
+
+
+def tag_of(path: str) -> str:
+    """The tag that groups an operation on ``path`` in /docs."""
+    for prefix, tag in (("/chat", "chat"), ("/streams/", "streams"), ("/sessions", "sessions")):
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            return tag
+    return "system"
+
+
+def overview(max_chars: int) -> str:
+    """The API's description (``info.description``)."""
+    return f"""\
+Stream LLM chat answers over Server-Sent Events, resumable with `Last-Event-ID`.
+
+A chat message starts a **generation**, which runs to its end whether or not anyone is \
+listening; its events go into the stream's log, and any number of readers read that log, each \
+from its own position. `POST /chat/stream` answers with the stream at once; `POST /chat` answers \
+`202` with the stream's `events_url`, for `GET /streams/{{stream_id}}/events` (the way a \
+browser's `EventSource` reads it). Either way a reader whose connection drops reconnects with \
+`Last-Event-ID` and gets exactly the events it missed, then the rest live.
+
+**Streams** (`text/event-stream`) begin with `retry: <ms>`. Each event has `id` (opaque, \
+strictly increasing within the stream: a reader sends the last one back to resume), `event` \
+(equal to `data.type`) and `data` (one line of JSON). Events come in this order: \
+`session_info`, `status`, `chunk` (any number), then exactly one `complete` or `error`, and the \
+response ends. A quiet stream carries `: ping` comments every `HEARTBEAT_INTERVAL` seconds. \
+Whatever was generated before an `error` is kept in the session, marked `interrupted`.
+
+**Errors** that are not streams have the body `{{"error": {{"code", "message"}}}}`: each \
+operation lists its statuses and codes. When several apply, the first of 401, 413 \
+`body_too_large`, 400, 413 `message_too_long`, 404, 409, 429, 503 answers, and a refused request \
+changes nothing. On every route: 405 \
+`method_not_allowed` (with `Allow`) for a method the path does not take, 408 `body_timeout` for a \
+body that does not arrive within `BODY_TIMEOUT` seconds, 413 `body_too_large` past \
+`MAX_BODY_BYTES`. A chat `message` holds at most {max_chars} characters here (`MAX_MESSAGE_CHARS`).
+
+**Keys and ownership.** With `API_KEYS` set, every route but `/health`, `/docs`, `/openapi.json` \
+and `/demo` needs `Authorization: Bearer <key>` (401 `unauthorized` without a valid one). Each \
+session, and every stream started in it, belongs to the key that created it: another key gets \
+the 404 an unknown id gets, and `GET /sessions` lists only the caller's own. Keys in \
+`ADMIN_KEYS` see and act on every session. Without `API_KEYS` the server is single-user: every \
+session is visible to every client."""
 
 
 class SSEOpenAPIProvider(OpenAPIProvider):
-    """quart-schema's generator, plus the edge's chat routes; built once (the routes do not
-    change once the app serves), not on every request of /openapi.json."""
+    """quart-schema's generator, completed (see the module); built once, not on every request
+    of /openapi.json."""
 
     _built: dict[str, Any] | None = None
 
@@ -78,121 +331,217 @@ class SSEOpenAPIProvider(OpenAPIProvider):
 
         from quart_sse.blueprints import schemas
 
+        settings = self._app.extensions[EXTENSION].settings
         spec: dict[str, Any] = super().schema()
         components = spec.setdefault("components", {}).setdefault("schemas", {})
-        for name in (*_EVENT_SCHEMAS, "ChatRequest", "ChatAccepted", "ErrorBody"):
-            components[name] = model_schema(
-                getattr(schemas, name), preference=None, schema_mode="serialization"
-            )
-        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
-        event_stream = {
-            "description": "An SSE stream: each event has id, event (= data.type) and data (one JSON line), "
-            "one of the schemas below; ': ping' comments on quiet streams.",
-            "content": {
-                "text/event-stream": {
-                    # Each event (OpenAPI 3.1: ``schema`` describes one event of the stream): its
-                    # ``data`` is one line of JSON, one of the event schemas.
-                    "schema": {
-                        "type": "object",
-                        "required": ["id", "event", "data"],
-                        "properties": {
-                            "id": {"type": "string", "pattern": EVENT_ID_PATTERN},
-                            "event": {"enum": ["session_info", "status", "chunk", "complete", "error"]},
-                            "data": {
-                                "type": "string",
-                                "contentMediaType": "application/json",
-                                "contentSchema": {
-                                    "oneOf": [{"$ref": f"#/components/schemas/{n}"} for n in _EVENT_SCHEMAS]
-                                },
-                            },
-                        },
-                    },
-                }
-            },
-        }
+        for name in (*EVENT_SCHEMAS.values(), "ChatRequest", "ChatAccepted", "ErrorBody", "ErrorDetail"):
+            found = model_schema(getattr(schemas, name), preference=None, schema_mode="serialization")
+            components.update(found.pop("$defs", {}))  # nested shapes: their refs point at components
+            components[name] = found
         paths = spec.setdefault("paths", {})
-        for (path, method), (summary, description) in _EDGE_DOCS.items():
-            operation: dict[str, Any] = {"summary": summary, "description": description}
-            responses: dict[int, Any] = {200: event_stream}
-            if path == "/chat":
-                accepted = {"$ref": "#/components/schemas/ChatAccepted"}
-                responses = {
-                    202: {"description": "accepted", "content": {"application/json": {"schema": accepted}}}
-                }
-            if method == "post":
-                operation["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
-                }
-                for status in CHAT_ERRORS:
-                    responses[status] = {"description": REFUSALS[status], **error}
-            else:
-                operation["parameters"] = [
-                    {"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {
-                        "name": "Last-Event-ID",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
-                        "description": "resume after this event id",
-                    },
-                    {
-                        "name": "last_event_id",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
-                        "description": "the same, for clients that cannot set headers (the header wins)",
-                    },
-                    {
-                        "name": "access_token",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string"},
-                        "description": "with API_KEYS set: the key, for clients that cannot set "
-                        "Authorization (an EventSource); the header wins",
-                    },
-                ]
-                responses[204] = {"description": "the stream has ended and nothing follows the given id"}
-                for status in (400, 401, 404, 408, 429):
-                    responses[status] = {"description": REFUSALS[status], **error}
-            operation["responses"] = responses
-            paths.setdefault(path, {})[method] = operation
-        # The two answers that are not JSON.
-        for path, media_type, what in (
-            ("/demo", "text/html", "the demo page"),
-            ("/metrics", "text/plain", "the figures in Prometheus text format"),
-        ):
-            operation = paths.get(path, {}).get("get")
-            if operation is not None and not operation.get("responses"):
-                operation["responses"] = {
-                    200: {"description": what, "content": {media_type: {"schema": {"type": "string"}}}}
-                }
-        # What the routes check by hand (docs/API.md, Errors), said in the schema.
-        max_chars = self._app.extensions[EXTENSION].settings.max_message_chars
-        fields = components["ChatRequest"]["properties"]
-        fields["message"].update(minLength=1, maxLength=max_chars, pattern=r"\S")
-        fields["session_id"]["anyOf"][0].update(minLength=1)
-        settings = self._app.extensions[EXTENSION].settings
-        spec.setdefault("info", {})["description"] = (
-            f"{spec['info'].get('description', '')} {OWNERSHIP}".strip()
-        )
-        components_root = spec["components"]
-        components_root["securitySchemes"] = {
+        for (path, method), (summary, description) in EDGE.items():
+            paths.setdefault(path, {})[method] = self._edge_operation(path, method, summary, description)
+        self._chat_limits(components["ChatRequest"], settings.max_message_chars)
+        keys = bool(settings.api_keys or settings.admin_keys)
+        for path, operations in paths.items():
+            for method, operation in operations.items():
+                self._complete(path, method, operation, keys)
+        spec["tags"] = [{"name": name, "description": text} for name, text in TAGS]
+        spec.setdefault("info", {})["description"] = overview(settings.max_message_chars)
+        spec["components"]["securitySchemes"] = {
             "bearer": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "a key of API_KEYS or ADMIN_KEYS; GET /streams/{id}/events also takes "
-                "it as ?access_token= (an EventSource cannot send headers)",
+                "description": "A key of `API_KEYS` or `ADMIN_KEYS`, needed on every route but "
+                "`/health`, `/docs`, `/openapi.json` and `/demo` when the server sets `API_KEYS`. "
+                "`GET /streams/{stream_id}/events` also takes it as `?access_token=`.",
             }
         }
-        if settings.api_keys or settings.admin_keys:
-            public = ("/health", "/docs", "/openapi.json", "/demo")
-            for path, operations in paths.items():
-                if path in public or path.startswith(("/docs/", "/demo/")):
-                    continue
-                for operation in operations.values():
-                    operation["security"] = [{"bearer": []}]
-                    operation.setdefault("responses", {}).setdefault(
-                        401, {"description": REFUSALS[401], **error}
-                    )
         return spec
+
+    @staticmethod
+    def _complete(path: str, method: str, operation: dict[str, Any], keys: bool) -> None:
+        """Tag, description, refusals and security of one operation."""
+        operation.setdefault("tags", [tag_of(path)])
+        if operation.get("summary"):  # shown as plain text: no Markdown (docstrings' ``code``)
+            operation["summary"] = operation["summary"].replace("`", "").rstrip(".")
+        description = (operation.get("description") or "").strip()
+        operation["description"] = description or MORE.get((path, method), "")
+        if not operation["description"]:
+            del operation["description"]
+        # quart-schema keys responses by int; JSON has strings: one key per status.
+        responses = {str(status): response for status, response in operation.get("responses", {}).items()}
+        if not responses:  # the answers that are not JSON
+            responses["200"] = copy.deepcopy(NOT_JSON.get((path, method), {"description": "Done."}))
+        for status, found in ERRORS.get((path, method), {}).items():
+            responses[str(status)] = refusal(status, found)
+        public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+        if keys and not public:
+            operation["security"] = [{"bearer": []}]
+            responses["401"] = refusal(401, _codes(codes.UNAUTHORIZED))
+        operation["responses"] = dict(sorted(responses.items()))
+
+    def _edge_operation(self, path: str, method: str, summary: str, description: str) -> dict[str, Any]:
+        operation: dict[str, Any] = {"summary": summary, "description": description, "tags": [tag_of(path)]}
+        operation["operationId"] = {
+            "/chat": "post_chat",
+            "/chat/stream": "post_chat_stream",
+            "/streams/{stream_id}/events": "get_stream_events",
+        }[path]
+        if method == "post":
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/ChatRequest"},
+                        "examples": {
+                            "new session": {"value": {"message": "What is SSE?"}},
+                            "next turn": {
+                                "value": {"message": "And then?", "session_id": "3f2a9c0e" + "0" * 24}
+                            },
+                        },
+                    }
+                },
+            }
+        if path == "/chat":
+            operation["responses"] = {
+                "202": {
+                    "description": "Accepted: the generation has started; read it from `events_url`.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ChatAccepted"}}
+                    },
+                }
+            }
+            return operation
+        operation["responses"] = {"200": event_stream()}
+        if method == "get":
+            operation["parameters"] = stream_parameters()
+            operation["responses"]["204"] = {
+                "description": "The stream has ended and no event follows the given id (no body): "
+                "an `EventSource` stops reconnecting."
+            }
+        return operation
+
+    @staticmethod
+    def _chat_limits(request: dict[str, Any], max_chars: int) -> None:
+        """What the chat routes check by hand (docs/API.md, Errors), said in the schema."""
+        fields = request["properties"]
+        fields["message"].update(minLength=1, maxLength=max_chars, pattern=r"\S")
+        fields["session_id"]["anyOf"][0].update(minLength=1)
+
+
+def refusal(status: int, found: Codes) -> dict[str, Any]:
+    """The response object of one refusal status, its codes listed with when each answers."""
+    lines = "\n".join(f"- `{code}`: {when}" for code, when in found)
+    code = found[0][0]
+    example = {"error": {"code": code, "message": EXAMPLE_MESSAGES.get(code, "what went wrong")}}
+    response: dict[str, Any] = {
+        "description": f"{STATUS_TITLE[status]}.\n\n{lines}",
+        "content": {"application/json": {"schema": _ERROR_BODY, "example": example}},
+    }
+    if status in (429, 503):
+        response["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
+    if status == 401:
+        response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}}
+    return response
+
+
+def event_stream() -> dict[str, Any]:
+    """The ``200`` response of both streaming routes: one SSE stream, its events' shapes."""
+    data = {
+        "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in EVENT_SCHEMAS.values()],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {kind: f"#/components/schemas/{name}" for kind, name in EVENT_SCHEMAS.items()},
+        },
+    }
+    return {
+        "description": "The stream (Server-Sent Events). It begins with `retry: 2000` (`SSE_RETRY_MS`); "
+        "each event has `id`, `event` (equal to `data.type`) and `data`, one line of JSON shaped as "
+        "the schema of its type; a quiet stream carries `: ping` comments. The schema below "
+        "describes one event. A short answer, as sent:\n\n```\n" + STREAM_EXAMPLE + "\n```",
+        "headers": {
+            "Cache-Control": {
+                "description": "No cache keeps a copy.",
+                "schema": {"type": "string", "const": "no-cache"},
+            },
+            "X-Accel-Buffering": {
+                "description": "Tells nginx-like proxies not to buffer the stream.",
+                "schema": {"type": "string", "const": "no"},
+            },
+        },
+        "content": {
+            "text/event-stream": {
+                "example": {
+                    "id": "3",
+                    "event": "chunk",
+                    "data": '{"type": "chunk", "text": "Good question. You ", "chunk_number": 1, '
+                    '"is_final": false}',
+                },
+                # OpenAPI 3.1 has no schema for a sequence of events: this is one of them.
+                "schema": {
+                    "title": "ServerSentEvent",
+                    "description": "One event of the stream.",
+                    "type": "object",
+                    "required": ["id", "event", "data"],
+                    "properties": {
+                        "id": {
+                            "type": "string",
+                            "pattern": EVENT_ID_PATTERN,
+                            "description": "Strictly increasing within the stream; send the last one "
+                            "received back as `Last-Event-ID` to resume after it.",
+                        },
+                        "event": {"enum": list(EVENT_SCHEMAS), "description": "Equal to `data.type`."},
+                        "data": {
+                            "type": "string",
+                            "description": "One line of JSON, one of the event schemas (by `type`).",
+                            "contentMediaType": "application/json",
+                            "contentSchema": data,
+                        },
+                    },
+                },
+            }
+        },
+    }
+
+
+def stream_parameters() -> list[dict[str, Any]]:
+    """The parameters of ``GET /streams/{stream_id}/events``."""
+    event_id = {"type": "string", "pattern": EVENT_ID_PATTERN}
+    return [
+        {
+            "name": "stream_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "From `session_info`, or from `POST /chat`'s answer.",
+        },
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "schema": event_id,
+            "description": "Resume after this event id: the events after it are replayed, then the "
+            "stream goes on live. Absent or empty: from the first event.",
+        },
+        {
+            "name": "last_event_id",
+            "in": "query",
+            "required": False,
+            "schema": event_id,
+            "description": "The same, for clients that cannot set headers (the header wins).",
+        },
+        {
+            "name": "access_token",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "With `API_KEYS` set: the key, for clients that cannot send "
+            "`Authorization` (an `EventSource`); the header wins.",
+        },
+    ]

@@ -1,7 +1,11 @@
-"""/, /health, /stats, /metrics, and the /docs assets served from the package."""
+"""/, /health, /stats, /metrics, and the files of the /docs page (Swagger UI 5, from a package).
+
+See :data:`DOCS_ASSETS` for why those files come from ``flask-swagger-ui``.
+"""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -128,13 +132,28 @@ async def metrics() -> Response:
     return Response(body, 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def swagger_assets() -> Path:
-    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+DOCS_ASSETS = "flask_swagger_ui"
+"""The package whose ``dist/`` holds the files of Swagger UI 5 (npm's ``swagger-ui-dist``, with
+its licence and ``VERSION``).
 
-    return Path(str(swagger_ui_path))
+Why this one: Swagger UI 4 (PyPI's ``swagger-ui-bundle``, 1.1.0 its newest, ships 4.15) cannot
+read OpenAPI 3.1, which quart-schema publishes ("Unable to render this definition"); 5.x can.
+``flask-swagger-ui`` follows Swagger UI's releases (its version is Swagger UI's) and needs only
+Flask, which Quart depends on already; of it only the files are used, served here, never its
+Flask blueprint.  The page itself is quart-schema's (``/docs``), pointed at these files by
+``QUART_SCHEMA_SWAGGER_JS_URL`` and ``QUART_SCHEMA_SWAGGER_CSS_URL``: no CDN.
+"""
+
+
+def swagger_assets() -> Path:
+    """The directory of Swagger UI's files (``swagger-ui-bundle.js``, ``swagger-ui.css``...)."""
+    return Path(str(files(DOCS_ASSETS) / "dist"))
 
 
 @bp.get("/docs/assets/<path:name>")
 @hide
 async def docs_asset(name: str) -> Response:
-    return await send_from_directory(swagger_assets(), name)
+    """A file of Swagger UI, for ``/docs``; 404 ``not_found`` for any other name."""
+    response = await send_from_directory(swagger_assets(), name)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from yarl import URL
+
 from tests.support.sse_client import chat_stream
 
 
@@ -55,12 +57,21 @@ async def test_stats_and_metrics_count_streams_and_chunks(start_server, http):
 
 
 async def test_docs_are_served_without_a_cdn(server, http):
+    """The page's files come from the server (Swagger UI 5, which reads OpenAPI 3.1); that the
+    page shows the API is tests/e2e/test_docs.py's part, in a browser."""
     async with http.get(f"{server.url}/docs") as r:
         html = await r.text()
     assert "/docs/assets/swagger-ui-bundle.js" in html and "cdn" not in html.lower()
+    assert "http://" not in html and "https://" not in html
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         async with http.get(f"{server.url}/docs/assets/{asset}") as r:
             assert r.status == 200 and len(await r.read()) > 10_000
+    async with http.get(f"{server.url}/docs/assets/VERSION") as r:
+        assert (await r.text()).startswith("v5.")  # the version of Swagger UI
+    for missing in ("/docs/assets/nothing.js", "/docs/assets/%2e%2e/__init__.py"):
+        async with http.get(URL(f"{server.url}{missing}", encoded=True)) as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["code"] == "not_found"
 
 
 async def test_openapi_describes_the_api_and_its_event_streams(server, http):
@@ -91,7 +102,14 @@ async def test_openapi_describes_the_api_and_its_event_streams(server, http):
         assert refs == ["SessionInfoEvent", "StatusEvent", "ChunkEvent", "CompleteEvent", "ErrorEvent"]
     for name in refs:
         assert name in spec["components"]["schemas"]
+        event_type = spec["components"]["schemas"][name]["properties"]["type"]["const"]
+        assert data["contentSchema"]["discriminator"]["mapping"][event_type].endswith(f"/{name}")
     assert "202" in paths["/chat"]["post"]["responses"]
+    read = paths["/streams/{stream_id}/events"]["get"]
+    params = {(p["in"], p["name"]) for p in read["parameters"]}
+    assert {("header", "Last-Event-ID"), ("query", "last_event_id"), ("query", "access_token")} <= params
+    assert "204" in read["responses"] and "content" not in read["responses"]["204"]
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
 async def test_chunk_lines_only_at_debug_level(start_server, http):
