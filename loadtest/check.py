@@ -3,9 +3,10 @@
 Pure: no network, no Locust, no clock.  The network layer feeds each connection's bytes with
 the time they arrived; an :class:`AnswerCheck` spans every connection of one answer (the first
 one and any resumed with ``Last-Event-ID``), so that a resume that repeats or skips an event
-shows up.  Each check that fails adds one stable problem string (the rows of Locust's failure
-table); figures (times to first event and chunk, gaps between chunks) come back from
-:meth:`Connection.feed` as they happen.
+shows up.  Each check that fails adds one stable problem string (the errors of Locust's failure
+table); the times each connection saw (first event, first chunk, gaps between chunks, the final
+event, resumes) and the chunks lost or repeated are kept on the answer, from which
+:meth:`AnswerCheck.sample` makes the answer's figures (``loadtest.figures``).
 
 The answer's text is checked against what the server saved, not against any model: once a
 stream has ended with ``complete`` and passed every other check, the network layer reads
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadtest.figures import StreamSample
 from quart_sse.sse import Comment, Event, Retry, SSEParser
 
 NO_RETRY = "stream did not start with retry:"
@@ -79,15 +81,6 @@ def parse_session(body: Any) -> SavedSession | None:
     return SavedSession(sid, count, tuple(turns))
 
 
-@dataclass(frozen=True)
-class Figure:
-    """One measurement, in milliseconds since the connection's request (or the last chunk)."""
-
-    name: str  # "first event", "first chunk", "chunk gap", "resume first event"
-    ms: float
-    size: int = 0
-
-
 def _id_after(new: str | None, last: str | None) -> bool:
     """Whether event id ``new`` comes after ``last``; ids are opaque, but this server's are numbers."""
     if last is None:
@@ -107,6 +100,11 @@ class AnswerCheck:
     messages as this client knows them, the message just sent last: when given, the saved
     session must hold exactly those before the answer (cross-talk).  ``check_answer`` False
     skips the saved session (:meth:`session_to_read` gives None).
+
+    Times are seconds of one clock (``time.perf_counter`` in the network layer): ``sent_at``
+    when the message was sent, the others as events arrived.  ``gaps`` counts chunks never
+    received (a jump in ``chunk_number``, ``total_chunks`` above the chunks received, or a 204
+    on a resume before the end), ``duplicates`` chunks received twice.
     """
 
     history: Sequence[Turn] | None = None
@@ -118,11 +116,23 @@ class AnswerCheck:
     end: dict[str, Any] | None = None  # data of the complete or error event
     texts: list[str] = field(default_factory=list)
     last_id: str | None = None
+    sent_at: float | None = None
+    first_event_at: float | None = None
+    first_chunk_at: float | None = None
+    end_at: float | None = None
+    cut_at: float | None = None
+    itls_ms: list[float] = field(default_factory=list)
+    resumes: list[tuple[float | None, int]] = field(default_factory=list)
     rank = -1
     chunks = 0
+    chunk_events = 0
+    last_number = 0  # the highest chunk_number received
+    gaps = 0
+    duplicates = 0
     pings = 0
     nbytes = 0
     connections = 0
+    _finished = False
 
     def problem(self, kind: str) -> None:
         if kind not in self.problems:
@@ -140,17 +150,61 @@ class AnswerCheck:
     def connect(self, start: float) -> Connection:
         """A new connection of this answer, its request sent at ``start`` (seconds)."""
         self.connections += 1
+        if self.sent_at is None:
+            self.sent_at = start
         return Connection(self, start, resumed=self.connections > 1)
+
+    def cut(self, now: float) -> None:
+        """The connection was cut (by the user or the network) at ``now``; a resume may follow."""
+        self.cut_at = now
+
+    def resuming(self) -> None:
+        """A resume request is about to be sent (its figures are filled in by its first events)."""
+        self.resumes.append((None, 0))
+
+    def skipped_end(self) -> None:
+        """A resume answered 204 (nothing follows) though the answer never ended: the end was lost."""
+        self.problem(RESUME_SKIP)
+        self.gaps += 1
 
     def finish(self) -> list[str]:
         """The end checks once no connection will follow; every problem found (the same if called again)."""
+        if self._finished:
+            return self.problems
+        self._finished = True
         if self.end is None:
             self.problem(NO_COMPLETE)
         elif self.end.get("type") == "complete":
             total = self.end.get("total_chunks")
             if total != self.chunks:
                 self.problem(TOTAL_CHUNKS)
+                if isinstance(total, int) and total > self.last_number:
+                    self.gaps += total - self.last_number  # chunks lost at the end
         return self.problems
+
+    def sample(self) -> StreamSample:
+        """The answer's figures (after :meth:`finish`), times in ms since the message was sent."""
+
+        sent = self.sent_at or 0.0
+
+        def since(at: float | None) -> float | None:
+            return None if at is None else (at - sent) * 1000
+
+        return StreamSample(
+            chunks=self.chunks,
+            ttft_ms=since(self.first_chunk_at),
+            e2e_ms=since(self.end_at),
+            first_event_ms=since(self.first_event_at),
+            itls_ms=tuple(self.itls_ms),
+            resumes=tuple(self.resumes),
+            complete=self.end is not None and self.end.get("type") == "complete",
+            ok=not self.problems,
+            gaps=self.gaps,
+            duplicates=self.duplicates,
+            pings=self.pings,
+            chunk_events=self.chunk_events,
+            problems=tuple(self.problems),
+        )
 
     @property
     def text(self) -> str:
@@ -219,8 +273,9 @@ class AnswerCheck:
                 self.problem(f"{ERROR_EVENT}: {data.get('code')}")
 
     def _chunk(self, data: dict[str, Any], resumed_first: bool) -> None:
+        self.chunk_events += 1
         number = data.get("chunk_number")
-        expected = self.chunks + 1
+        expected = self.last_number + 1
         if number != expected:
             repeat = isinstance(number, int) and number < expected
             if resumed_first:
@@ -228,7 +283,12 @@ class AnswerCheck:
             else:
                 self.problem(CHUNK_REPEAT if repeat else CHUNK_GAP)
             if repeat:
+                self.duplicates += 1
                 return
+            jump = number - expected if isinstance(number, int) else 0
+            self.gaps += max(1, jump)
+            expected += jump
+        self.last_number = expected
         self.chunks += 1
         self.texts.append(str(data.get("text", "")))
 
@@ -244,22 +304,20 @@ class Connection:
         self.items = 0
         self.events = 0
         self.first_event_at: float | None = None
-        self.first_chunk_at: float | None = None
-        self.last_event_at: float | None = None
         self.last_chunk_at: float | None = None
         self.last_data_at = start
         self.chunks = 0
         self.nbytes = 0
 
-    def feed(self, data: bytes, now: float) -> list[Figure]:
-        """Bytes as they arrived at ``now``; returns the figures they complete."""
+    def feed(self, data: bytes, now: float) -> None:
+        """Bytes as they arrived at ``now`` (seconds): checked, and their times kept on the answer."""
         answer = self.answer
         if answer.max_silence_ms is not None and (now - self.last_data_at) * 1000 > answer.max_silence_ms:
             answer.problem(SILENCE)
         self.last_data_at = now
         self.nbytes += len(data)
         answer.nbytes += len(data)
-        out: list[Figure] = []
+        first = self.events == 0
         for item in self.parser.feed(data):
             if self.items == 0 and not isinstance(item, Retry):
                 answer.problem(NO_RETRY)
@@ -267,28 +325,30 @@ class Connection:
             if isinstance(item, Comment):
                 answer.pings += item.text == "ping"
             elif isinstance(item, Event):
-                self._event(item, now, out)
-        return out
+                self._event(item, now)
+        if first and self.events and self.resumed and answer.resumes:
+            # The first events of a resumed connection: the catch-up batch they arrived in.
+            cut = answer.cut_at
+            answer.resumes[-1] = (None if cut is None else (now - cut) * 1000, self.events)
 
-    def _event(self, ev: Event, now: float, out: list[Figure]) -> None:
+    def _event(self, ev: Event, now: float) -> None:
         answer = self.answer
         before = answer.chunks
         answer.event(ev, resumed_first=self.resumed and self.events == 0)
         self.events += 1
         if self.first_event_at is None:
             self.first_event_at = now
-            name = "resume first event" if self.resumed else "first event"
-            out.append(Figure(name, (now - self.start) * 1000))
-        self.last_event_at = now
+        if answer.first_event_at is None:
+            answer.first_event_at = now
+        if answer.done and answer.end_at is None:
+            answer.end_at = now
         if answer.chunks == before:
             return
         self.chunks += 1
-        if self.first_chunk_at is None:
-            self.first_chunk_at = now
-            if not self.resumed:
-                out.append(Figure("first chunk", (now - self.start) * 1000))
+        if answer.first_chunk_at is None:
+            answer.first_chunk_at = now
         if self.last_chunk_at is not None:
-            out.append(Figure("chunk gap", (now - self.last_chunk_at) * 1000, len(answer.texts[-1])))
+            answer.itls_ms.append((now - self.last_chunk_at) * 1000)
         self.last_chunk_at = now
 
     def close(self) -> None:

@@ -10,6 +10,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from loadtest.figures import Targets
+
 
 @dataclass(frozen=True)
 class Option:
@@ -42,6 +44,18 @@ OPTIONS = (
         "compare each answer with its saved session (one GET each): on, off (auto: on)",
     ),
     Option("--max-silence", "LOADTEST_MAX_SILENCE", "45", "longest silence on a stream, s (0: off)"),
+    Option(
+        "--goodput-ttft-ms",
+        "LOADTEST_GOODPUT_TTFT_MS",
+        "2000",
+        "goodput: a good stream's longest time to first token, ms (0: no target)",
+    ),
+    Option(
+        "--goodput-itl-ms",
+        "LOADTEST_GOODPUT_ITL_MS",
+        "100",
+        "goodput: a good stream's longest mean inter-token latency (its TPOT), ms (0: no target)",
+    ),
     Option("--api-key", "LOADTEST_API_KEY", "", "bearer key, for a server with API_KEYS"),
 )
 WEIGHTS = {
@@ -81,6 +95,14 @@ def number(options: Any, dest: str) -> float:
 def uniform(options: Any, low: str, high: str) -> float:
     a, b = number(options, low), number(options, high)
     return random.uniform(min(a, b), max(a, b))
+
+
+def targets(options: Any) -> Targets:
+    """The goodput targets (``--goodput-ttft-ms``, ``--goodput-itl-ms``); ValueError when negative."""
+    ttft, itl = number(options, "goodput_ttft_ms"), number(options, "goodput_itl_ms")
+    if ttft < 0 or itl < 0:
+        raise ValueError("--goodput-ttft-ms and --goodput-itl-ms take 0 (no target) or more")
+    return Targets(ttft, itl)
 
 
 def check_answers(options: Any) -> bool:

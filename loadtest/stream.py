@@ -3,8 +3,11 @@
 Locust's ``FastHttpUser`` (geventhttpclient) reads a streamed body in 4 KiB blocks and its
 ``readline()`` wants CRLF, both wrong for SSE: :func:`read_some` hands over whatever bytes the
 socket has, as soon as it has them, and the pure parser splits lines on CR, LF or CRLF.
-Locust's own row for a streamed request times only the response head, so every stream fires
-request events of its own (``request_type`` ``SSE``), and records into :data:`FIGURES`.
+
+Locust's request table holds real HTTP requests only, each once: a stream request's row is
+timed to its response head (Locust's own measure with ``stream=True``), its size is the body
+bytes read, and a check the stream failed is that request's failure.  The stream figures (TTFT,
+ITL, resumes, ...) go to :data:`FIGURES`, never into Locust's table.
 """
 
 from __future__ import annotations
@@ -13,30 +16,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from loadtest.check import AnswerCheck, Figure
+from loadtest.check import AnswerCheck
 from loadtest.figures import Figures
 
 FIGURES = Figures()
 """This process's figures (the whole run's, on the master)."""
 
-SSE = "SSE"
 BLOCK = 64 * 1024
-
-# Row names in Locust's table and CSV (request type "SSE").
-ROWS = {
-    "first event": "time to first event",
-    "first chunk": "time to first chunk",
-    "chunk gap": "inter-chunk delay",
-    "resume first event": "resume: time to first event",
-}
-WHOLE = "whole stream"
-CHUNKS = "chunks per stream (count, not ms)"
-KEYS = {
-    "first event": "time_to_first_event",
-    "first chunk": "time_to_first_chunk",
-    "chunk gap": "inter_chunk_delay",
-    "resume first event": "resume_time_to_first_event",
-}
 
 
 class StreamClosed(Exception):
@@ -79,18 +65,6 @@ def drop(response: Any) -> None:
     response._response.release()
 
 
-def fire(environment: Any, name: str, ms: float, size: int = 0, exception: Exception | None = None) -> None:
-    environment.events.request.fire(
-        request_type=SSE,
-        name=name,
-        response_time=ms,
-        response_length=size,
-        response=None,
-        context={},
-        exception=exception,
-    )
-
-
 def read_stream(
     user: Any,
     method: str,
@@ -101,76 +75,71 @@ def read_stream(
     body: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
     stop: Callable[[AnswerCheck], bool] | None = None,
+    resume: bool = False,
 ) -> tuple[int, bool]:
     """One stream request of ``check``'s answer: ``(HTTP status, dropped)``.
 
     Reads the response to its end, or until ``stop(check)`` says to drop the connection (after
-    each piece read).  A status other than 200 (and 204) is a failure on Locust's row for the
-    request and leaves ``check`` untouched.
+    each piece read; ``dropped`` is then True and a resume may follow).  A status other than
+    200 and 204 is a failure of the request (``HTTP 503``) and leaves ``check`` untouched; a
+    204 on a ``resume`` of an answer that has not ended is a lost end.  When no connection can
+    follow (not dropped), the answer's end checks run here, so that a problem they find is this
+    request's failure; a request reports the first problem found while it was read.
     """
-    env = user.environment
     start = time.perf_counter()
     with user.client.request(
         method, path, name=name, json=body, headers=headers, stream=True, catch_response=True
     ) as resp:
         status = int(resp.status_code or 0)
+        before = len(check.problems)
         if status == 204:
-            resp.success()
+            if resume and not check.done:
+                check.skipped_end()
+                check.finish()
+            _report(resp, check.problems[before:])
             return status, False
         if status != 200:
             error = getattr(resp, "error", None)
             resp.failure(f"HTTP {status}" if status else f"no response: {error!r}")
             return status, False
-        resp.success()
         conn = check.connect(start)
         FIGURES.opened()
-        dropped = False
+        dropped = ended = False
         try:
             while True:
                 data = read_some(resp)
                 if not data:
                     break
-                for figure in conn.feed(data, time.perf_counter()):
-                    _record(env, figure)
+                conn.feed(data, time.perf_counter())
                 if stop is not None and not check.done and stop(check):
                     drop(resp)
                     dropped = True
+                    check.cut(time.perf_counter())
                     break
+            ended = True
         except Exception as exc:  # a cut, a parse error, a timeout: the answer's checks tell
             check.problem(f"connection lost ({type(exc).__name__})")
+            ended = True
         finally:
+            # Not ended: the user is being stopped (GreenletExit at the end of a run), which
+            # is no failure of the stream; its request is still counted once.
             FIGURES.closed()
-            FIGURES.count["chunk_events"] += conn.chunks
-            if not dropped:
+            resp.request_meta["response_length"] = conn.nbytes
+            if ended and not dropped:
                 conn.close()
+                check.finish()
+            _report(resp, check.problems[before:] if ended else [])
         return status, dropped
 
 
-def _record(env: Any, figure: Figure) -> None:
-    FIGURES.add(KEYS[figure.name], figure.ms)
-    fire(env, ROWS[figure.name], figure.ms, figure.size)
+def _report(resp: Any, problems: list[str]) -> None:
+    if problems:
+        resp.failure(CheckFailed(problems[0]))
+    else:
+        resp.success()
 
 
-def finish_answer(env: Any, check: AnswerCheck, start: float, ended: float | None = None) -> list[str]:
-    """The end of one answer (every connection read): whole-stream events, failures, figures.
-
-    ``ended``: when its last connection ended (default now), so that the whole stream's time
-    leaves out the read of the saved session that may follow it.
-    """
-    problems = check.finish()
-    ms = ((time.perf_counter() if ended is None else ended) - start) * 1000
-    FIGURES.count["streams"] += 1
-    FIGURES.count["heartbeats"] += check.pings
-    FIGURES.add("heartbeats_per_stream", check.pings)
-    if check.connections:
-        FIGURES.add("stream_time", ms)
-        FIGURES.add("chunks_per_stream", check.chunks)
-        FIGURES.add("bytes_per_stream", check.nbytes)
-        fire(env, CHUNKS, check.chunks, 0)
-    if not problems:
-        fire(env, WHOLE, ms, check.nbytes)
-        return problems
-    FIGURES.count["failed_streams"] += 1
-    for problem in problems:
-        fire(env, WHOLE, ms, check.nbytes, CheckFailed(problem))
-    return problems
+def finish_answer(check: AnswerCheck) -> None:
+    """The end of one answer (every connection read, the saved session compared): its figures."""
+    check.finish()
+    FIGURES.record(check.sample())

@@ -10,7 +10,9 @@
   its stream to the end and counting ``: ping`` heartbeats; long pauses between streams.
 
 Every answer that ends with ``complete`` (and passes the stream's checks) is then compared
-with the session the server saved: one ``GET /sessions/{id}`` (``--check-answers``).
+with the session the server saved: one ``GET /sessions/{id}`` (``--check-answers``), whose
+request carries the comparison's failure.  Each answer's figures go to ``FIGURES`` once it is
+over (``loadtest.stream.finish_answer``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import gevent
 from locust import FastHttpUser, task
 
 from loadtest import options
-from loadtest.check import RESUME_SKIP, AnswerCheck, Turn, parse_session
-from loadtest.stream import FIGURES, finish_answer, read_stream
+from loadtest.check import AnswerCheck, Turn, parse_session
+from loadtest.stream import CheckFailed, finish_answer, read_stream
 
 RESUME_ATTEMPTS = 5
 CHAT = "/chat/stream"
@@ -86,7 +88,7 @@ class SSEUser(FastHttpUser):
             max_silence_ms=silence * 1000 if silence > 0 else None,
         )
         body = {"message": text, "session_id": session_id}
-        start = time.perf_counter()
+        check.sent_at = time.perf_counter()  # TTFT and e2e latency count from here
         if via_get:
             url = self.post_chat(body)
             if url is None:
@@ -102,16 +104,16 @@ class SSEUser(FastHttpUser):
         while dropped and attempts < RESUME_ATTEMPTS:
             attempts += 1
             dropped = self.resume(check)
-        ended = time.perf_counter()
         check.finish()
         self.compare_saved(check)
-        finish_answer(self.environment, check, start, ended)
+        finish_answer(check)
         return check
 
     def compare_saved(self, check: AnswerCheck) -> None:
-        """``GET /sessions/{id}`` after a right stream, compared with it (the answer's failures).
+        """``GET /sessions/{id}`` after a right stream, compared with it.
 
-        A status other than 200, or a body that is not a session, fails on the request's row.
+        A status other than 200, a body that is not a session, or a saved answer that differs
+        from the stream is that request's failure (and the answer's problem).
         """
         session_id = check.session_to_read()
         if session_id is None:
@@ -130,8 +132,11 @@ class SSEUser(FastHttpUser):
             if saved is None:
                 resp.failure("body is not a session (docs/API.md: GET /sessions/{id})")
                 return
-            resp.success()
-        check.compare_saved(saved)
+            problems = check.compare_saved(saved)
+            if problems:
+                resp.failure(CheckFailed(problems[0]))
+            else:
+                resp.success()
 
     def post_chat(self, body: dict[str, Any]) -> str | None:
         """``POST /chat``: the stream's ``events_url``, or None (a failure on its row)."""
@@ -154,11 +159,9 @@ class SSEUser(FastHttpUser):
         if url is None or check.last_id is None:
             check.problem("dropped before session_info: cannot resume")
             return False
-        FIGURES.count["resumes"] += 1
+        check.resuming()
         headers = self.headers(**{"Last-Event-ID": check.last_id})
-        status, dropped = read_stream(self, "GET", url, f"{EVENTS} (resume)", check, headers=headers)
-        if status == 204:
-            check.problem(RESUME_SKIP)  # nothing after our id, yet we never saw the end
+        _, dropped = read_stream(self, "GET", url, f"{EVENTS} (resume)", check, headers=headers, resume=True)
         return dropped
 
     def end_answers_204(self, check: AnswerCheck) -> None:

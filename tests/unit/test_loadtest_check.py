@@ -267,22 +267,76 @@ def test_a_resume_that_repeats_or_skips_an_event_fails():
     assert c.RESUME_SKIP in resumed(cut_after=4, resume_from=6)
 
 
-def test_figures_are_times_since_the_request_and_between_chunks():
+def test_figures_are_times_since_the_message_and_between_chunks():
     evs = [encode_event(i, ev) for i, ev in enumerate(events(), start=1)]
     answer = AnswerCheck(history=HISTORY)
-    conn = answer.connect(10.0)
-    assert conn.feed(retry_frame(5), 10.001) == []
-    figs = conn.feed(evs[0] + evs[1], 10.002)
-    assert [f.name for f in figs] == ["first event"] and figs[0].ms == pytest.approx(2.0)
-    figs = conn.feed(evs[2], 10.010)
-    assert [f.name for f in figs] == ["first chunk"] and figs[0].ms == pytest.approx(10.0)
-    figs = conn.feed(evs[3] + evs[4], 10.030)
-    assert [(f.name, round(f.ms)) for f in figs] == [("chunk gap", 20), ("chunk gap", 0)]
+    conn = answer.connect(10.0)  # the message is sent with the first request
+    conn.feed(retry_frame(5), 10.001)
+    conn.feed(evs[0] + evs[1], 10.002)  # session_info, status
+    conn.feed(evs[2], 10.010)  # chunk 1
+    conn.feed(evs[3] + evs[4], 10.030)  # chunks 2 and 3, together
     assert conn.chunks == 3 and answer.chunks == 3
-    # A resumed connection reports its own first event, and no first chunk.
+    answer.cut(10.031)
+    # The resume: chunk 4 and complete arrive in its first read (the catch-up batch).
+    answer.resuming()
     again = answer.connect(20.0)
-    figs = again.feed(retry_frame(5) + evs[5], 20.005)
-    assert [(f.name, round(f.ms)) for f in figs] == [("resume first event", 5)]
+    again.feed(retry_frame(5) + evs[5] + evs[6], 20.005)
+    again.close()
+    assert answer.finish() == []
+
+    s = answer.sample()
+    assert s.first_event_ms == pytest.approx(2.0)
+    assert s.ttft_ms == pytest.approx(10.0) and s.e2e_ms == pytest.approx(10_005.0)
+    # Gaps are between chunks of one connection: none across the resume.
+    assert [round(gap) for gap in s.itls_ms] == [20, 0]
+    assert s.chunks == 4 and s.tpot_ms == pytest.approx((10_005 - 10) / 3)
+    assert len(s.resumes) == 1
+    resume_ms, replayed = s.resumes[0]
+    assert resume_ms == pytest.approx(20.005 * 1000 - 10.031 * 1000) and replayed == 2
+    assert s.complete and s.ok and s.gaps == 0 and s.duplicates == 0 and s.chunk_events == 4
+
+
+def numbered(*numbers: int, total: int | None = None) -> AnswerCheck:
+    """An answer whose chunks carry ``numbers``, and ``complete`` says ``total`` chunks."""
+    evs = events([f"p{n} " for n in numbers])
+    for ev, n in zip(evs[2:], numbers, strict=False):
+        ev["chunk_number"] = n
+    evs[-1]["total_chunks"] = len(numbers) if total is None else total
+    return read(stream(evs), check_answer=False)
+
+
+def test_gaps_count_the_chunks_never_received():
+    skip = numbered(1, 2, 4, 5)
+    assert skip.gaps == 1 and skip.duplicates == 0 and c.CHUNK_GAP in skip.problems
+    assert numbered(1, 4, 5, 9).gaps == 5
+    lost_end = numbered(1, 2, total=4)  # complete says 4: chunks 3 and 4 never came
+    assert lost_end.gaps == 2 and c.TOTAL_CHUNKS in lost_end.problems
+    assert numbered(1, 2, 3).gaps == 0
+
+
+def test_duplicates_count_the_chunks_received_twice():
+    twice = numbered(1, 2, 2, 3, 1, total=3)
+    assert twice.duplicates == 2 and twice.gaps == 0 and c.CHUNK_REPEAT in twice.problems
+    assert twice.sample().chunk_events == 5 and twice.chunks == 3
+
+
+def test_a_resume_that_repeats_or_skips_counts_a_duplicate_or_a_gap():
+    def answer(cut_after: int, resume_from: int) -> AnswerCheck:
+        evs = events()
+        a = AnswerCheck(history=HISTORY)
+        a.connect(0.0).feed(stream(evs[:cut_after]), 0.0)
+        second = a.connect(1.0)
+        second.feed(retry_frame(5) + stream(evs[resume_from - 1 :], first_id=resume_from, retry=False), 1.0)
+        a.finish()
+        return a
+
+    assert (answer(4, 5).gaps, answer(4, 5).duplicates) == (0, 0)
+    assert answer(4, 4).duplicates == 1
+    assert answer(4, 6).gaps == 1
+    ended_early = AnswerCheck(history=HISTORY)
+    ended_early.connect(0.0).feed(stream(events()[:4]), 0.0)
+    ended_early.skipped_end()  # a resume answered 204 before the end
+    assert ended_early.gaps == 1 and c.RESUME_SKIP in ended_early.finish()
 
 
 def test_silence_longer_than_allowed_is_a_failure():

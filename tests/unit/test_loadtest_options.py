@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from loadtest import options
+from loadtest.figures import Targets
 
 
 class ChatterUser:
@@ -68,3 +69,10 @@ def test_bad_values_are_named_in_one_line():
 @pytest.mark.parametrize(("mode", "expected"), [("auto", True), ("ON", True), ("off", False)])
 def test_check_answers_modes(mode, expected):
     assert options.check_answers(SimpleNamespace(check_answers=mode)) is expected
+
+
+def test_goodput_targets_have_defaults_and_refuse_negatives():
+    assert options.targets(None) == Targets(ttft_ms=2000.0, itl_ms=100.0)
+    assert options.targets(SimpleNamespace(goodput_ttft_ms="500", goodput_itl_ms="0")) == Targets(500.0, 0.0)
+    with pytest.raises(ValueError, match="--goodput-ttft-ms and --goodput-itl-ms"):
+        options.targets(SimpleNamespace(goodput_itl_ms="-1"))
