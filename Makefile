@@ -48,3 +48,15 @@ test: system-deps lint typecheck
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+.PHONY: procfile requirements
+
+## procfile: the Procfile's web line under honcho, as a PaaS runs it, on $PORT (default 8000)
+PORT ?= 8000
+procfile: $(STAMP)
+	exec env PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start web
+
+## requirements: regenerate requirements.txt (what a PaaS installs) after pyproject.toml's dependencies change
+requirements: $(STAMP)
+	echo . | $(BIN)/uv pip compile - --universal --python-version "$$(cat .python-version)" \
+		--custom-compile-command "make requirements" --quiet --output-file requirements.txt

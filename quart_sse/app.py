@@ -1,22 +1,26 @@
-"""create_app: the engine, the Quart app with its blueprints and schema, the HTTP edge around it."""
+"""create_app: the engine, the Quart app with its blueprints and schema, the HTTP edge around it,
+and the access layer (access log, request figures) around that."""
 
 from __future__ import annotations
 
 import gc
 import logging
 
-from quart import Quart
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from quart import Quart, request
 from quart_schema import Info, QuartSchema
 
 from quart_sse import __version__, console
 from quart_sse.blueprints import EXTENSION, demo, sessions, streams, system
 from quart_sse.blueprints.openapi import SSEOpenAPIProvider
 from quart_sse.config import Settings
-from quart_sse.engine import Engine
+from quart_sse.engine import Engine, Generation
 from quart_sse.engine.transport import DIRECT, DIRECT_REASON
 from quart_sse.http import Edge
+from quart_sse.http.access import Access, Routes, note_route, note_stream
 from quart_sse.http.errors import register as register_errors
 from quart_sse.http.limits import Limits
+from quart_sse.http.scope import ASGIApp
 from quart_sse.providers import Provider, create_provider
 from quart_sse.stores import Store, create_store
 
@@ -34,21 +38,43 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _started(generation: Generation, active: int) -> None:
+    note_stream(generation.stream_id)  # the request that started it logs its stream id
+    console.stream_started(generation, active)
+
+
+class App(Quart):
+    """Quart, with the access layer (:mod:`quart_sse.http.access`) outside its ASGI entry.
+
+    ``app.asgi_app`` is the HTTP edge, which tests drive directly; the server calls the app
+    itself, so every request it serves passes the access layer first, then the edge.
+    """
+
+    access: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if self.access is None:
+            return await super().__call__(scope, receive, send)
+        await self.access(scope, receive, send)  # type: ignore[arg-type]
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     store: Store | None = None,
     provider: Provider | None = None,
 ) -> Quart:
-    """The Quart app, its ASGI entry wrapped by the HTTP edge; ``store`` and ``provider`` may
-    be given ready-made (tests).  ``app.extensions["quart_sse"]`` is its :class:`Engine`."""
+    """The Quart app, its ASGI entry wrapped by the HTTP edge, the access layer around both
+    (:class:`App`); ``store`` and ``provider`` may be given ready-made (tests).
+    ``app.extensions["quart_sse"]`` is its :class:`Engine`."""
     settings = settings or Settings.from_env()
     store = store or create_store(settings)
     provider = provider or create_provider(settings)
-    engine = Engine(settings, store, provider, on_start=console.stream_started, on_end=console.stream_ended)
+    log_requests = console.use_settings(settings)  # LOG_FORMAT, LOG_ACCESS
+    engine = Engine(settings, store, provider, on_start=_started, on_end=console.stream_ended)
     limits = Limits(settings)
 
-    app = Quart("quart_sse", static_folder=None)  # the demo's assets have a route of their own
+    app = App("quart_sse", static_folder=None)  # the demo's assets have a route of their own
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.body_timeout
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/docs/assets/swagger-ui-bundle.js"
@@ -69,7 +95,16 @@ def create_app(
     app.extensions[EXTENSION] = engine
     for blueprint in (sessions.bp, streams.bp, system.bp, demo.bp):
         app.register_blueprint(blueprint)
-    app.asgi_app = Edge(app.asgi_app, engine, limits)  # type: ignore[method-assign, assignment, arg-type]
+    edge = Edge(app.asgi_app, engine, limits)  # type: ignore[arg-type]
+    app.asgi_app = edge  # type: ignore[method-assign, assignment]
+    routes = Routes((pattern for pattern, _ in Edge.ROUTES), app.url_map)
+    app.access = Access(edge, engine.stats, routes, log_requests=log_requests)
+
+    @app.before_request
+    async def route() -> None:
+        """The route template, for the access log and /metrics (quart_sse.http.access)."""
+        if request.url_rule is not None:
+            note_route(request.url_rule.rule, request.view_args)
 
     @app.before_serving
     async def startup() -> None:

@@ -2,8 +2,10 @@
 
 One process serves by default; ``--workers N`` (default ``WEB_CONCURRENCY``) starts N worker
 processes on one listening socket (:mod:`quart_sse.workers`), each one this same program
-with its own drain.  The listening socket is bound before the app starts, so connections
-queue from the first instant (a PaaS sees the port open at once).
+with its own drain.  Several workers need ``REDIS_URL``: on the memory store (per process)
+one worker runs whatever was asked, and a warning says why (:meth:`Settings.workers`).
+The listening socket is bound before the app starts, so connections queue from the first
+instant (a PaaS sees the port open at once).
 
 On the first SIGTERM or SIGINT the engine drains (:meth:`quart_sse.engine.Engine.drain`:
 no new messages, running answers get ``SHUTDOWN_GRACE`` seconds, then end as
@@ -63,7 +65,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="worker processes (default: $WEB_CONCURRENCY, else 1); more than one needs REDIS_URL",
+        help="worker processes (default: $WEB_CONCURRENCY, else 1); without REDIS_URL one runs",
     )
     parser.add_argument(
         "--log-level", choices=LOG_LEVELS, default=None, help="default: $LOG_LEVEL, else info"
@@ -73,33 +75,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _settings(args: argparse.Namespace) -> tuple[Settings, int]:
-    """The settings and the number of workers, checked together (one-line ConfigError)."""
+def _settings(args: argparse.Namespace) -> tuple[Settings, int, str | None]:
+    """The settings, the number of workers to start, and why fewer than asked for (or None).
+
+    Raises :class:`ConfigError` (one line) for a setting that cannot be used.
+    """
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers has value {args.workers}: must be at least 1")
     env = dict(os.environ)
-    workers = args.workers
     if args.worker is not None:
-        env["WEB_CONCURRENCY"] = "1"  # checked by the parent
-    elif workers is not None:
-        env["WEB_CONCURRENCY"] = str(workers)
-    try:
-        settings = Settings.from_env(env)
-    except ConfigError as exc:
-        if workers is not None:
-            raise ConfigError(
-                str(exc).replace(f"WEB_CONCURRENCY={workers}", f"--workers {workers}")
-            ) from None
-        raise
-    if workers is None:
-        workers = settings.web_concurrency
-    if workers < 1:
-        raise ConfigError(f"--workers has value {workers}: must be at least 1")
-    return settings, 1 if args.worker is not None else workers
+        env["WEB_CONCURRENCY"] = "1"  # the parent chose the count
+    elif args.workers is not None:
+        env["WEB_CONCURRENCY"] = str(args.workers)  # --workers wins
+    settings = Settings.from_env(env)
+    if args.worker is not None:
+        return settings, 1, None
+    if args.workers is not None:
+        return settings, *settings.workers(args.workers, "--workers")
+    return settings, *settings.workers()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings, workers = _settings(args)
+        settings, workers, fewer = _settings(args)
         from quart_sse.app import create_app
 
         app = create_app(settings)
@@ -122,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"quart-sse: cannot listen on {binds[0]}: {exc.strerror or exc}", file=sys.stderr)
             return 1
         rt: Engine = app.extensions["quart_sse"]
+        if port == 0 and not args.bind:  # the port the kernel chose
+            port = sockets[0].getsockname()[1]
         where = (
             binds[0]
             if args.bind
@@ -137,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "every conversation; set API_KEYS=<key>,<key> (and ADMIN_KEYS for operators)",
                 address,
             )
+        if fewer:
+            log.warning("%s", fewer)
         if workers > 1:
             log.info("listening on %s (pid %d); starting %d workers", address, os.getpid(), workers)
             child_args = ["--workers", "1"]
@@ -176,6 +179,8 @@ def serve_app(app: Quart, settings: Settings, binds: list[str], level: str, work
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.loglevel = "WARNING" if level in ("debug", "info") else level.upper()
     config.accesslog = None
+    # Hypercorn's warnings go through our handlers (JSON with LOG_FORMAT=json), not its own stderr one.
+    config.errorlog = logging.getLogger("hypercorn.error")
     name = f"worker {worker}" if worker is not None else "server"
 
     @app.before_serving

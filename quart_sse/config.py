@@ -20,6 +20,8 @@ Cast = Callable[[str, str], object]
 
 PROVIDERS = ("simulated", "gemini", "openai")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+LOG_ACCESS = ("auto", "on", "off")
 
 # Read by the google-genai SDK itself when GEMINI_BASE_URL is unset; listed so that callers
 # (the test servers' scrubbed environment) know it configures the server too.
@@ -88,6 +90,15 @@ def _keys(name: str, raw: str) -> tuple[str, ...]:
     return keys
 
 
+def _switch(name: str, raw: str) -> str:
+    """``auto``, ``on`` or ``off``; 1/true/yes read as on, 0/false/no as off."""
+    value = raw.strip().lower()
+    value = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}.get(value, value)
+    if value not in LOG_ACCESS:
+        raise ConfigError(f"{name} has value {raw!r}: expected auto, on or off (1 or 0)")
+    return value
+
+
 _nonneg = _number(float, minimum=0)
 _positive_int = _number(int, minimum=1)
 
@@ -132,6 +143,10 @@ class Settings:
     admin_keys: tuple[str, ...] = _setting((), _keys, secret=True)
     owner_id_secret: str | None = _setting(None, _text, secret=True)
     log_message_text: bool = _setting(False, _flag)
+    # text: Rich on a terminal, plain lines elsewhere; json: one JSON object per line (console.py).
+    log_format: str = _setting("text", _choice(LOG_FORMATS))
+    # auto: an access line per request when stdout is not a terminal, or with LOG_FORMAT=json.
+    log_access: str = _setting("auto", _switch)
     redis_timeout: float = _setting(2.0, _number(float, minimum=0.05))
     body_timeout: float = _setting(60.0, _number(float, minimum=0.1))
     max_session_messages: int = _setting(1000, _number(int, minimum=2))
@@ -187,8 +202,20 @@ class Settings:
         }.get(self.model_provider, ("", None))
         if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
             raise ConfigError(f"{name} has value {url!r}: expected an http:// or https:// URL")
-        if self.web_concurrency > 1 and not self.redis_url:
-            raise ConfigError(
-                f"WEB_CONCURRENCY={self.web_concurrency} needs REDIS_URL: with the memory store "
-                "each worker would have its own sessions and streams"
-            )
+
+    def workers(self, asked: int | None = None, asked_by: str = "WEB_CONCURRENCY") -> tuple[int, str | None]:
+        """The worker processes to start, and why fewer than asked for (one line), or None.
+
+        ``asked`` is the count asked for (default ``WEB_CONCURRENCY``), ``asked_by`` what asked
+        for it (``WEB_CONCURRENCY``, ``--workers``).  The memory store lives in each process,
+        so without ``REDIS_URL`` one worker runs whatever was asked: several would each keep
+        their own sessions and streams.  Heroku sets ``WEB_CONCURRENCY`` to 2 or more by itself.
+        """
+        count = self.web_concurrency if asked is None else asked
+        if count <= 1 or self.redis_url:
+            return count, None
+        setting = f"{asked_by} {count}" if asked_by.startswith("-") else f"{asked_by}={count}"
+        return 1, (
+            f"{setting} asks for {count} workers, but the memory store is per process (sessions and "
+            f"streams would not be shared between workers): starting 1; set REDIS_URL to run {count}"
+        )

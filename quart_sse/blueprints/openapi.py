@@ -244,7 +244,11 @@ MORE: dict[tuple[str, str], str] = {
         "Counters since this process started, and what it holds now; `cluster` adds up every "
         "instance on one Redis."
     ),
-    ("/metrics", "get"): "The figures of `GET /stats`, named `quart_sse_...`, for Prometheus to scrape.",
+    ("/metrics", "get"): (
+        "The figures of `GET /stats`, named `quart_sse_...`, for Prometheus to scrape, with "
+        "histograms of time to first chunk, stream duration and request duration, requests by "
+        "route template, method, status and error code, and the process's own figures."
+    ),
     ("/demo", "get"): (
         "A chat page that uses this API like any client (`POST /chat`, then `EventSource` on "
         "`events_url`). No key is needed to load it; it asks for one when the server has `API_KEYS`."
@@ -258,7 +262,7 @@ NOT_JSON = {
         "content": {"text/html": {"schema": {"type": "string"}}},
     },
     ("/metrics", "get"): {
-        "description": "The figures in Prometheus text format.",
+        "description": "The figures in Prometheus text format (version 0.0.4).",
         "content": {"text/plain": {"schema": {"type": "string"}}},
     },
 }

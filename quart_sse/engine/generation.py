@@ -275,6 +275,8 @@ class Generations:
                 else:
                     held = ""
                 number += 1
+                if number == 1:  # time to first chunk (/metrics)
+                    self.stats.first_chunk.observe(time.monotonic() - gen.started)
                 event_id += 1
                 parts.append(text)
                 await channel.put(frame, text)
@@ -355,6 +357,7 @@ class Generations:
             stats.streams_active -= 1
             stats.chunks_sent += chunks
             stats.response_time_total += seconds
+            stats.stream_duration.observe(seconds)
         if status == "complete":
             stats.streams_completed += 1
             final = {

@@ -27,6 +27,7 @@ from typing import Any
 
 from quart_sse import codes
 from quart_sse.engine import Engine, events_url
+from quart_sse.http.access import RAW_SEND
 from quart_sse.http.auth import Keys
 from quart_sse.http.chat import body_too_large, start_generation
 from quart_sse.http.cors import CORS
@@ -285,7 +286,8 @@ class Edge:
         headers = SSE_HEADERS + self.cors.headers(scope) if self.cors.enabled else SSE_HEADERS
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await self.engine.stream(send, info, after)
+            # The server's own send, for the engine's direct socket path (quart_sse.http.access).
+            await self.engine.stream(scope.get(RAW_SEND, send), info, after)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone:

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from quart_sse import codes
 from quart_sse.engine.transport import ASGISend
+from quart_sse.http.access import note_error
 
 log = logging.getLogger("quart_sse.http")
 
@@ -57,6 +58,7 @@ _FRAMEWORK_CODES = {
 
 def render(error: codes.Refused) -> tuple[int, Headers, bytes]:
     """Status, headers and body of the answer to ``error``."""
+    note_error(error.code)  # for the access log and /metrics
     body = json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
     headers: Headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if error.retry_after is not None:

@@ -1,5 +1,8 @@
 """Deployment: the Procfile under honcho, the SIGTERM drain, and several worker processes.
 
+README.md's local Procfile check is run as the README writes it (between its
+``<!-- procfile-check -->`` markers), from a PATH without the virtual environment.
+
 The model in the drain tests is a local OpenAI-compatible stand-in held at a gate: it sends
 a few pieces, then waits until the test opens the gate, so that "SIGTERM mid-answer" and
 "a generation still running after the grace" are states the test makes, not races it hopes
@@ -12,6 +15,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -200,10 +204,11 @@ def free_port() -> int:
 # The Procfile ----------------------------------------------------------------------------
 
 
-def test_the_procfile_runs_quart_sse_on_port_with_web_concurrency_workers() -> None:
+def test_the_procfile_runs_quart_sse_on_port_and_leaves_workers_to_web_concurrency() -> None:
     (line,) = [line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")]
     assert "exec quart-sse" in line and "--host 0.0.0.0" in line and "--port $PORT" in line
-    assert "--workers ${WEB_CONCURRENCY:-1}" in line
+    # quart-sse reads WEB_CONCURRENCY itself, so that what it says names that setting.
+    assert "--workers" not in line
 
 
 async def test_honcho_starts_the_procfile_which_answers_health_and_stops(spawn, http):
@@ -220,6 +225,58 @@ async def test_honcho_starts_the_procfile_which_answers_health_and_stops(spawn, 
     await proc.line(r"web\.1 stopped \(rc=0\)")  # the server's (the line execs it)
     await proc.line(r"shutdown 4/4")
     await proc.line(r"shutdown done in")
+
+
+PROCFILE_CHECK = ("<!-- procfile-check -->", "<!-- /procfile-check -->")
+
+
+def documented_command(readme: str, markers: tuple[str, str]) -> str:
+    """The one command written between ``markers`` in ``readme`` (in a fenced block; comments
+    after ``#`` dropped)."""
+    start, end = markers
+    assert readme.count(start) == 1 and readme.count(end) == 1, f"README.md has no {start} … {end} block"
+    block = readme.split(start, 1)[1].split(end, 1)[0]
+    lines = [re.sub(r"(^|\s)#.*", "", line).strip() for line in block.splitlines()]
+    commands = [line for line in lines if line and not line.startswith("```")]
+    assert len(commands) == 1, f"README.md's {start} block holds {commands}, not one command"
+    return commands[0]
+
+
+def without_the_venv(path: str) -> str:
+    """``path`` less every folder that holds ``quart-sse`` or ``honcho`` (the venv's scripts)."""
+    scripts = ("quart-sse", "honcho")
+    return os.pathsep.join(
+        d for d in path.split(os.pathsep) if not any((Path(d) / n).exists() for n in scripts)
+    )
+
+
+def test_the_procfile_check_is_read_from_the_readme() -> None:
+    readme = "Run:\n<!-- procfile-check -->\n```sh\nmake procfile  # on PORT\n```\n<!-- /procfile-check -->\n"
+    assert documented_command(readme, PROCFILE_CHECK) == "make procfile"
+    with pytest.raises(AssertionError, match="no <!-- procfile-check -->"):
+        documented_command("PORT=8000 honcho start\n", PROCFILE_CHECK)
+
+
+async def test_the_readmes_procfile_check_runs_in_a_fresh_shell_and_stops_cleanly(spawn, http):
+    command = documented_command((ROOT / "README.md").read_text(), PROCFILE_CHECK)
+    port = free_port()
+    env = server_env(LOG_LEVEL="info", COLUMNS="400", PORT=str(port))
+    env.pop("VIRTUAL_ENV", None)
+    env["PATH"] = without_the_venv(env.get("PATH", os.defpath))
+    assert shutil.which("quart-sse", path=env["PATH"]) is None  # as in a shell with nothing activated
+    proc = await spawn(["/bin/sh", "-c", command], env)
+    await proc.line(rf"listening on 0\.0\.0\.0:{port} ")
+    server_pid = int((await proc.line(r"server ready \(pid (\d+)\)")).group(1))
+    async with http.get(f"http://127.0.0.1:{port}/health") as r:
+        assert r.status == 200
+        assert (await r.json())["status"] == "ok"
+    os.killpg(proc.proc.pid, signal.SIGTERM)  # the command's process group, as a terminal stops a job
+    # Stopped by the signal, once its output is closed: every process that wrote it has exited.
+    assert await proc.exit() in (-signal.SIGTERM, 128 + signal.SIGTERM)
+    await proc.line(r"shutdown done in")  # the server drained ...
+    await proc.line(r"web\.1 stopped \(rc=0\)")  # ... and exited with 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)  # gone, and reaped by honcho
 
 
 # The drain -------------------------------------------------------------------------------
@@ -370,18 +427,38 @@ async def test_the_first_bytes_go_out_at_once_and_a_silent_model_gets_pings(spaw
 # Several workers -------------------------------------------------------------------------
 
 
+STORE_ROW = r"Store:\s+(.*?)\s*│"
+
+
 @pytest.mark.parametrize(
     ("args", "env", "says"),
     [
-        (["--workers", "2"], {}, "quart-sse: --workers 2 needs REDIS_URL"),
-        ([], {"WEB_CONCURRENCY": "2"}, "quart-sse: WEB_CONCURRENCY=2 needs REDIS_URL"),
+        # Heroku sets WEB_CONCURRENCY to 2 or more by itself: the first push must still serve.
+        ([], {"WEB_CONCURRENCY": "2"}, "WEB_CONCURRENCY=2 asks for 2 workers"),
+        (["--workers", "3"], {}, "--workers 3 asks for 3 workers"),
     ],
 )
-async def test_several_workers_on_the_memory_store_are_refused_in_one_line(spawn, args, env, says):
-    proc, _ = await start_quart_sse(spawn, *args, **env)
-    assert await proc.exit() == 2
-    assert [line for line in proc.lines if line.strip()] == [proc.lines[0]]
-    assert proc.lines[0].startswith(says)
+async def test_several_workers_on_the_memory_store_serve_as_one_process_and_say_why(
+    spawn, http, args, env, says
+):
+    proc, url = await start_quart_sse(spawn, *args, **env)
+    why = (await proc.line(r"WARNING quart_sse: (.*)")).group(1)
+    assert why.startswith(f"{says}, but the memory store is per process")
+    assert "sessions and streams would not be shared" in why and "set REDIS_URL to run" in why
+    ready = await proc.line(r"server ready \(pid (\d+)\)")
+    assert int(ready.group(1)) == proc.proc.pid and children(proc.proc.pid) == []  # one process
+    async with http.post(f"{url}/sessions/new") as r:
+        session_id = (await r.json())["session_id"]
+    for _ in range(4):
+        async with aiohttp.ClientSession() as fresh:  # new connections: the one process answers
+            async with fresh.get(f"{url}/sessions/{session_id}") as r:
+                assert r.status == 200
+    # The banner says plainly what a restart of this one process loses.
+    store = (await proc.line(STORE_ROW)).group(1)
+    assert store == "memory: a restart loses every session and any answer in progress (REDIS_URL keeps them)"
+    proc.proc.send_signal(signal.SIGTERM)
+    assert await proc.exit() == 0
+    assert not any(re.search(r"starting \d+ workers|worker \d+ ready", line) for line in proc.lines)
 
 
 def children(pid: int) -> list[int]:
@@ -392,6 +469,8 @@ def children(pid: int) -> list[int]:
 @pytest.mark.redis
 async def test_two_workers_on_redis_share_the_socket_and_stop_together_on_sigterm(spawn, http, redis_server):
     proc, url = await start_quart_sse(spawn, "--workers", "2", REDIS_URL=redis_server.url)
+    store = (await proc.line(STORE_ROW)).group(1)
+    assert store == "redis: shared by every process; sessions outlive a restart"
     await proc.line(r"starting 2 workers")
     pids = {int((await proc.line(rf"worker {n} ready \(pid (\d+)\)")).group(1)) for n in (1, 2)}
     assert len(pids) == 2 and set(children(proc.proc.pid)) == pids

@@ -50,7 +50,7 @@ def test_a_key_selects_gemini_and_google_api_key_wins():
             "MODEL_PROVIDER has value 'llama': expected one of simulated, gemini, openai",
         ),
         ({"MODEL_PROVIDER": "gemini"}, "MODEL_PROVIDER=gemini needs GEMINI_API_KEY or GOOGLE_API_KEY"),
-        ({"WEB_CONCURRENCY": "2"}, "WEB_CONCURRENCY=2 needs REDIS_URL"),
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY has value '0': must be at least 1"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL has value 'loud'"),
         ({"API_KEYS": ","}, "API_KEYS is set but holds no key"),
         ({"ADMIN_KEYS": " , "}, "ADMIN_KEYS is set but holds no key"),
@@ -66,6 +66,26 @@ def test_bad_settings_fail_in_one_line(env, message):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(("env", "workers"), [({}, 1), ({"WEB_CONCURRENCY": "1"}, 1)])
+def test_one_worker_asked_is_one_worker(env, workers):
+    assert Settings.from_env(env).workers() == (workers, None)
+
+
+def test_several_workers_on_the_memory_store_run_as_one_and_say_why():
+    # Heroku sets WEB_CONCURRENCY to 2 or more by itself: the server starts anyway, with one.
+    settings = Settings.from_env({"WEB_CONCURRENCY": "2"})
+    count, why = settings.workers()
+    assert count == 1 and why is not None and "\n" not in why
+    assert why.startswith("WEB_CONCURRENCY=2 asks for 2 workers, but the memory store is per process")
+    assert why.endswith("starting 1; set REDIS_URL to run 2")
+    assert settings.workers(3, "--workers")[1].startswith("--workers 3 asks for 3 workers")  # type: ignore[union-attr]
+
+
+def test_several_workers_on_redis_run_as_asked():
+    settings = Settings.from_env({"WEB_CONCURRENCY": "4", "REDIS_URL": "redis://h"})
+    assert settings.workers() == (4, None) and settings.workers(2, "--workers") == (2, None)
+
+
 # A valid raw value, and what it reads as, for each type of setting (and each choice).
 SAMPLES: dict[str, tuple[str, object]] = {
     "int": ("7", 7),
@@ -77,7 +97,12 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "tuple[str, ...]": ("a, b", ("a", "b")),
     "bool": ("yes", True),
 }
-CHOICES = {"model_provider": ("OpenAI", "openai"), "log_level": ("Error", "error")}
+CHOICES = {
+    "model_provider": ("OpenAI", "openai"),
+    "log_level": ("Error", "error"),
+    "log_format": ("JSON", "json"),
+    "log_access": ("1", "on"),
+}
 
 
 @pytest.mark.parametrize("setting", fields(Settings), ids=lambda f: f.name)
@@ -86,7 +111,7 @@ def test_each_setting_is_read_from_each_of_its_variables(setting):
     names = setting.metadata["env"] or (setting.name.upper(),)
     for name in names:
         assert name in Settings.environment_names()
-        # MODEL_PROVIDER=openai needs OPENAI_BASE_URL, WEB_CONCURRENCY=7 needs REDIS_URL.
+        # MODEL_PROVIDER=openai needs OPENAI_BASE_URL.
         env = {"OPENAI_BASE_URL": "http://h/v1", "REDIS_URL": "redis://h", name: raw}
         assert getattr(Settings.from_env(env), setting.name) == value
 
