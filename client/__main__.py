@@ -2,7 +2,12 @@
 
 Exit codes: 0 the answer completed (or the interactive client quit), 1 the answer ended with
 an ``error`` event or the server refused the request, 2 bad arguments, 3 the server could
-not be reached or reconnection gave up, 130 interrupted by Ctrl-C.
+not be reached or reconnection gave up, 130 interrupted by Ctrl-C, 141 standard output was
+closed early (``quart-sse-chat -m … | head``: 128 + SIGPIPE, as a shell reports a process
+that SIGPIPE ended).
+
+Standard input that is not a terminal is read whole and sent: after ``--message``'s text
+(``cat notes.txt | quart-sse-chat -m "summarise this"``), or alone.
 """
 
 from __future__ import annotations
@@ -11,18 +16,43 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 
 from rich.console import Console
 
-from client.answer import Answer, AnswerView, PlainView, RichView
+from client import render
+from client.answer import Answer, AnswerView, PlainView, RichView, TextView
 from client.api import ChatAPI, RequestFailed, Unreachable
-from client.chat import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, ChatApp, interruptible
+from client.chat import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    ChatApp,
+    interruptible,
+    refused_text,
+)
+from client.safe import printable
 from client.stats import LOST, Outcome
 from client.stream import AnswerStream, ReconnectPolicy
 
 PROG = "quart-sse-chat"
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
+def version() -> str:
+    try:
+        return metadata.version("quart-sse")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def wants_plain(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
+    """``--plain``, or ``NO_COLOR`` set (to anything but empty), or ``TERM=dumb``."""
+    return bool(args.plain or environ.get("NO_COLOR") or environ.get("TERM") == "dumb")
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -39,12 +69,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env("QUART_SSE_URL", "http://localhost:8000"),
         help="server address (env QUART_SSE_URL; default %(default)s)",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--session", metavar="ID", help="continue this session")
     parser.add_argument(
         "--message",
         "-m",
         metavar="TEXT",
-        help="send one message, print the answer to standard output and exit",
+        help="send one message, print the answer to standard output and exit; standard input "
+        "that is not a terminal is sent after it",
+    )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="no colours, boxes or emoji, answers as written (also with NO_COLOR set or TERM=dumb)",
     )
     parser.add_argument(
         "--api-key",
@@ -119,36 +156,86 @@ def exit_code(outcome: Outcome) -> int:
     return EXIT_UNREACHABLE if outcome.status == LOST else EXIT_ERROR
 
 
-async def one_shot(args: argparse.Namespace, policy: ReconnectPolicy) -> int:
-    """Send ``--message``; the answer's text goes to stdout (plain when it is not a terminal)."""
+def read_stdin(message: str | None) -> str | None:
+    """The message to send: ``message``, then piped standard input after a blank line (or
+    alone); None when standard input is a terminal and there is no ``message``."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return message
+    piped = sys.stdin.read()
+    if not piped.strip():
+        return message
+    return f"{message}\n\n{piped}" if message is not None else piped
+
+
+async def one_shot(args: argparse.Namespace, policy: ReconnectPolicy, message: str) -> int:
+    """Send ``message``; the answer's text goes to stdout (plain when it is not a terminal)."""
     view: AnswerView
-    if sys.stdout.isatty():
-        view = RichView(Console(highlight=False))
-    else:
+    if not sys.stdout.isatty():
         view = PlainView(sys.stdout, sys.stderr, PROG)
+    elif render.is_plain():
+        view = TextView(Console(highlight=False, no_color=True, emoji=False))
+    else:
+        view = RichView(Console(highlight=False))
     async with ChatAPI(args.url, args.api_key) as api:
-        answer = Answer(AnswerStream(api, policy), view)
-        interrupted, _ = await interruptible(answer.run(args.message, args.session))
+        answer = Answer(AnswerStream(api, policy, retry_post=False), view)
+        interrupted, _ = await interruptible(answer.run(message, args.session))
         if interrupted:
             if answer.outcome.stream_id:
                 with contextlib.suppress(Unreachable, RequestFailed):
                     await api.cancel(answer.outcome.stream_id)
             return EXIT_INTERRUPTED
+        if answer.unreachable is not None:
+            return EXIT_UNREACHABLE
+        if answer.outcome.error and "(401 " in answer.outcome.error:
+            failed = RequestFailed(401, "unauthorized", answer.outcome.error)
+            _error(refused_text(api.base_url, failed, has_key=bool(args.api_key)))
     return exit_code(answer.outcome)
 
 
+def _error(line: str) -> None:
+    sys.stderr.write(f"{PROG}: {printable(line.removeprefix('✖ '))}\n")
+    sys.stderr.flush()
+
+
 async def interactive(args: argparse.Namespace, policy: ReconnectPolicy) -> int:
+    plain_mode = render.is_plain()
+    console = Console(highlight=False, no_color=plain_mode, emoji=not plain_mode)
     async with ChatAPI(args.url, args.api_key) as api:
-        app = ChatApp(api, policy, Console(highlight=False), session_id=args.session, history=args.history)
+        app = ChatApp(
+            api,
+            policy,
+            console,
+            session_id=args.session,
+            history=args.history,
+            has_key=bool(args.api_key),
+        )
         return await app.run()
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: nothing more reaches standard output, not even at exit's flush
+    (Python's own advice, in the documentation of ``signal``)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, policy = parse_args(argv)
+    render.set_plain(wants_plain(args, os.environ))
+    message = read_stdin(args.message)
+    if message is None and not sys.stdin.isatty():
+        print(f"{PROG}: standard input is empty: nothing to send", file=sys.stderr)
+        return 2
     try:
-        return asyncio.run(one_shot(args, policy) if args.message is not None else interactive(args, policy))
+        if message is not None:
+            return asyncio.run(one_shot(args, policy, message))
+        return asyncio.run(interactive(args, policy))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

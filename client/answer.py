@@ -3,8 +3,15 @@
 :class:`Answer` reads an :class:`~client.stream.AnswerStream` and keeps its
 :class:`~client.stats.Outcome` up to date; a view shows it.  :class:`PlainView` writes only
 the answer's text to standard output (notices go to standard error), for scripts;
-:class:`RichView` renders it live as Markdown under a header, with a transient
-"reconnecting" line while the connection is being restored, and a summary box at the end.
+:class:`RichView` renders it as Markdown under a header: each finished block is printed to
+the scrollback once, and only the unfinished last block (its last few lines) is drawn live,
+redrawn at most ten times a second, with a transient "reconnecting" line while the
+connection is being restored, and a summary box at the end.  :class:`TextView` is the same
+in ``--plain`` mode: the text as it comes, no Markdown, boxes or emoji.
+
+Why not Rich ``Live`` over the whole answer: once a live region is taller than the
+terminal, every redraw leaves a partial copy in the scrollback (Textualize/rich #3263), and
+each redraw renders the whole answer again, so its cost grows with the answer's length.
 """
 
 from __future__ import annotations
@@ -12,18 +19,21 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol, TextIO
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions
 from rich.live import Live
 from rich.rule import Rule
+from rich.segment import Segment
 from rich.text import Text
 
 from client import render
 from client.api import RequestFailed
+from client.blocks import BlockSplitter
 from client.safe import plain, printable
 from client.stats import CANCELLED, COMPLETE, LOST, REFUSED, Outcome
-from client.stream import AnswerStream, Notice, Reconnecting, StreamLost
+from client.stream import AnswerStream, Item, Notice, NotPosted, Reconnecting, StreamLost
 
 
 class AnswerView(Protocol):
@@ -41,19 +51,32 @@ class Answer:
         self.stream = stream
         self.view = view
         self.outcome = Outcome(LOST)
+        self.unreachable: str | None = None  # why the message could not be sent (not retried)
         self._parts: list[str] = []
 
     async def run(self, message: str, session_id: str | None) -> Outcome:
         """The outcome; on cancellation the view is finished as ``cancelled``, then it propagates."""
+        return await self._read(self.stream.events(message, session_id), session_id)
+
+    async def follow(self, stream_id: str, session_id: str | None) -> Outcome:
+        """The same for an answer already being generated (``stream_id``), shown from its start."""
+        return await self._read(self.stream.follow(stream_id, session_id), session_id)
+
+    async def _read(self, items: AsyncIterator[Item], session_id: str | None) -> Outcome:
         out = self.outcome
         out.session_id = session_id
         began = time.monotonic()
         try:
-            async for item in self.stream.events(message, session_id):
+            async for item in items:
                 if isinstance(item, dict):
                     self._event(item)
                 else:
                     self.view.notice(item)
+            if out.status == LOST and out.error is None:
+                out.error = "the stream had ended"
+        except NotPosted as exc:
+            out.status, out.error = LOST, render.unreachable_text(self.stream.api.base_url, exc.unreachable)
+            self.unreachable = exc.unreachable
         except StreamLost as exc:
             out.status, out.error = LOST, exc.reason
         except RequestFailed as exc:
@@ -143,16 +166,71 @@ class PlainView:
         self.err.flush()
 
 
-class RichView:
-    """The answer as live Markdown between two rules, then the summary box."""
+def _rstrip(line: list[Segment]) -> list[Segment]:
+    """``line`` without its trailing blanks: a live line is only as wide as its text, so a
+    terminal narrowed mid-answer does not wrap it into rows the next redraw would not erase."""
+    line = list(line)
+    while line and not line[-1].control and not line[-1].text.rstrip():
+        line.pop()
+    if line and not line[-1].control:
+        last = line[-1]
+        line[-1] = Segment(last.text.rstrip(), last.style)
+    return line
 
-    def __init__(self, console: Console) -> None:
+
+class _Tail:
+    """The live region: the last lines of the unfinished block, then one status line.
+
+    At most ``max_lines`` lines of text (fewer on a short terminal), so the region never
+    grows past the screen, whatever the length of the block.
+    """
+
+    def __init__(self, text: str, footer: Text | None, max_lines: int) -> None:
+        self.text, self.footer, self.max_lines = text, footer, max_lines
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        limit = max(1, min(self.max_lines, options.size.height - 4))
+        lines: list[list[Segment]] = []
+        if self.text.strip():
+            body = render.AnswerMarkdown(self.text)
+            lines = console.render_lines(body, options.update(height=None), pad=False)
+        if len(lines) > limit:
+            lines = [[Segment("⋮", console.get_style("dim"))], *lines[-(limit - 1) :]] if limit > 1 else []
+        for line in lines:
+            yield from _rstrip(line)
+            yield Segment.line()
+        if self.footer is not None:
+            yield from console.render(self.footer, options)
+
+
+class RichView:
+    """The answer as Markdown between two rules, then the summary box.
+
+    ``interval``: the shortest time between two redraws, in seconds; ``tail_lines``: the most
+    lines of the unfinished block shown live; ``clock`` is ``time.monotonic`` or a test's own.
+    ``draws`` counts the redraws.
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        interval: float = 0.1,
+        tail_lines: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.console = console
+        self.interval = interval
+        self.tail_lines = tail_lines
+        self._clock = clock
         self._live: Live | None = None
-        self._text = ""
+        self._blocks = BlockSplitter()
+        self._printed = False  # a block is in the scrollback: the next one comes after a blank line
         self._notice: Text | None = None
         self._chunks = 0
-        self._done = False
+        self._drawn_at = -float("inf")
+        self._timer: asyncio.TimerHandle | None = None
+        self.draws = 0
         self.session_id: str | None = None
         self.model: str | None = None
 
@@ -170,27 +248,58 @@ class RichView:
         self.console.print(render.answer_header(self.session_id, self.model))
         self.console.print(Rule(style="dim"))
         self._live = Live(
-            self._renderable(), console=self.console, refresh_per_second=10, vertical_overflow="visible"
+            self._tail(),
+            console=self.console,
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         self._live.start()
 
-    def _renderable(self) -> RenderableType:
-        body = render.AnswerMarkdown(self._text) if self._text else Text("")
-        if self._notice is not None:
-            return Group(body, self._notice)
-        if self._chunks and not self._done:
-            return Group(body, Text(f"● streaming… {self._chunks} chunks", style="dim cyan"))
-        return body
+    def _tail(self) -> _Tail:
+        footer = self._notice
+        if footer is None and self._chunks:
+            footer = Text(f"● streaming… {self._chunks} chunks", style="dim cyan")
+        return _Tail(self._blocks.tail, footer, self.tail_lines)
 
-    def _update(self, *, now: bool = False) -> None:
-        if self._live is not None:
-            self._live.update(self._renderable(), refresh=now)
+    def _print_blocks(self, source: str) -> None:
+        if not source.strip():
+            return
+        if self._printed:
+            self.console.print()
+        self.console.print(render.AnswerMarkdown(source))
+        self._printed = True
+
+    def _draw(self) -> None:
+        """Finished blocks to the scrollback (above the live region), then the tail redrawn."""
+        self._timer = None
+        if self._live is None:
+            return
+        self._drawn_at = self._clock()
+        self.draws += 1
+        self._print_blocks(self._blocks.take_finished())
+        self._live.update(self._tail(), refresh=True)
+
+    def _request_draw(self) -> None:
+        """Draw now, or once ``interval`` has passed since the last draw (one timer at most)."""
+        if self._timer is not None:
+            return
+        wait = self._drawn_at + self.interval - self._clock()
+        if wait <= 0:
+            self._draw()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a test): the next piece, or finish, draws
+            return
+        self._timer = loop.call_later(wait, self._draw)
 
     def text(self, piece: str) -> None:
         self._start()
-        self._text += piece
+        self._blocks.feed(piece)
         self._chunks += 1
-        self._update()
+        self._request_draw()
 
     def notice(self, notice: Notice) -> None:
         if isinstance(notice, Reconnecting) and not notice.started:
@@ -200,17 +309,54 @@ class RichView:
         self._notice = (
             plain(f"⟳ {_notice_text(notice)}", style="yellow") if isinstance(notice, Reconnecting) else None
         )
-        self._update(now=True)  # drawn at once, however short the wait
+        if self._timer is not None:
+            self._timer.cancel()
+        self._draw()  # drawn at once, however short the wait
 
     def finish(self, outcome: Outcome) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._live is None and outcome.status in (LOST, REFUSED) and not outcome.chunks:
             self.console.print(plain(f"✖ {outcome.error}", style="red"))
             return
         if self._live is not None:
-            self._notice, self._done = None, True
-            self._live.update(self._renderable())
-            self._live.stop()
+            self._live.update(Text(""))
+            self._live.stop()  # transient: the live region is erased
             self._live = None
+            self._print_blocks(self._blocks.take_all())
             self.console.print(Rule(style="dim"))
         self.console.print()
         self.console.print(render.summary(outcome))
+
+
+class TextView:
+    """``--plain``: the answer's text as it comes, one line before it and one after; no
+    Markdown, boxes or emoji."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._started = False
+        self._ends_in_newline = True
+
+    def session(self, session_id: str | None, model: str | None) -> None:
+        pass
+
+    def status(self, message: str, context_messages: Any) -> None:
+        self.console.print(plain(f"{message} (context: {context_messages} messages)"), soft_wrap=True)
+
+    def text(self, piece: str) -> None:
+        if piece:
+            self.console.print(plain(piece), end="", soft_wrap=True)
+            self._ends_in_newline = piece.endswith("\n")
+
+    def notice(self, notice: Notice) -> None:
+        if not self._ends_in_newline:
+            self.console.print()
+        self.console.print(plain(f"-- {_notice_text(notice)}"), soft_wrap=True)
+        self._ends_in_newline = True
+
+    def finish(self, outcome: Outcome) -> None:
+        if not self._ends_in_newline:
+            self.console.print()
+        self.console.print(render.summary_line(outcome), soft_wrap=True)

@@ -1,27 +1,42 @@
-"""The interactive loop: a prompt with line editing and history, messages, and commands.
+"""The interactive loop: a prompt that edits like a shell's, messages, and commands.
 
-Ctrl-C during an answer cancels its generation on the server and returns to the prompt;
-Ctrl-C or Ctrl-D at the prompt quits.  A server that cannot be reached, at start or later,
-gives one line and retries (see :class:`~client.stream.ReconnectPolicy`), never a traceback.
+Keys: Enter sends; Alt-Enter (Esc, Enter) starts a new line; a paste is kept whole (bracketed
+paste); Ctrl-X Ctrl-E edits the message in ``$EDITOR``; Ctrl-R searches the saved input;
+Ctrl-C clears a line with text on it and quits on an empty one, as Ctrl-D does.  Ctrl-J
+stays a second Enter: some terminals (and pexpect) send it for Enter.
+
+At start the client asks ``/health`` once: a server that cannot be reached is said at once,
+with the address tried and how to start one, not retried.  Then it creates a session (or
+opens ``--session``), so that a missing or wrong API key is said before anything else and
+the first prompt shows the session.  Ctrl-C during an answer cancels its generation on the
+server and returns to the prompt.  A server lost later gives one line and is retried (see
+:class:`~client.stream.ReconnectPolicy`), never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shlex
+import shutil
 import signal
+import subprocess
+import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.filters import is_searching
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.styles import Style
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from client import commands, render
-from client.answer import Answer, RichView
+from client.answer import Answer, AnswerView, RichView, TextView
 from client.api import ChatAPI, RequestFailed, Unreachable
 from client.safe import plain
 from client.stats import ClientStats, Outcome
@@ -70,6 +85,46 @@ def make_history(path: str | None) -> History:
         return InMemoryHistory()
 
 
+def key_bindings() -> KeyBindings:
+    """Alt-Enter: a new line; Ctrl-C: clear the line, or quit on an empty one."""
+    keys = KeyBindings()
+
+    @keys.add("escape", "enter", filter=~is_searching)
+    def _new_line(event: KeyPressEvent) -> None:
+        event.current_buffer.insert_text("\n")
+
+    @keys.add("c-c", filter=~is_searching)
+    def _clear_or_quit(event: KeyPressEvent) -> None:
+        if event.current_buffer.text:
+            event.current_buffer.reset()
+        else:
+            event.app.exit(exception=EOFError)
+
+    return keys
+
+
+def refused_text(url: str, exc: RequestFailed, *, has_key: bool) -> str:
+    """A refusal at start, as one line; a 401 says what to do about the key."""
+    if exc.status == 401:
+        if has_key:
+            return f"✖ The server at {url} refused the API key: check --api-key or QUART_SSE_API_KEY."
+        return f"✖ The server at {url} needs an API key: pass --api-key KEY or set QUART_SSE_API_KEY."
+    return f"✖ The server at {url} refused: {exc.message} ({exc.status} {exc.code})"
+
+
+def editor_command() -> list[str] | None:
+    """``$VISUAL``, else ``$EDITOR``, else the first of ``editor``, ``nano``, ``vi`` found."""
+    for name in ("VISUAL", "EDITOR"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return shlex.split(value)
+    for fallback in ("editor", "nano", "vi"):
+        found = shutil.which(fallback)
+        if found:
+            return [found]
+    return None
+
+
 class ChatApp:
     """One person's chat: the current session, the client's statistics, the console."""
 
@@ -81,6 +136,7 @@ class ChatApp:
         *,
         session_id: str | None = None,
         history: str | None = None,
+        has_key: bool = False,
     ) -> None:
         self.api = api
         self.policy = policy
@@ -90,6 +146,8 @@ class ChatApp:
         self.session_messages: int | None = None
         self.stats = ClientStats()
         self.history = history
+        self.has_key = has_key
+        self.listed: list[str] = []  # the ids of the last /sessions, for /switch N
 
     def prompt_message(self) -> FormattedText:
         parts = [("class:you", "You ")]
@@ -100,65 +158,91 @@ class ChatApp:
 
     def say(self, text: str, style: str = "") -> None:
         """One line shown as written: never markup, control characters escaped."""
-        self.console.print(plain(text, style=style), soft_wrap=True)
+        self.console.print(plain(render.deco(text), style=style), soft_wrap=True)
+
+    def show(self, renderable: RenderableType) -> None:
+        self.console.print(renderable)
 
     async def run(self) -> int:
         self.console.print(render.banner(self.api.base_url))
-        health = await self.connect()
-        if health is None:
-            return EXIT_UNREACHABLE
-        self.model = str(health.get("model", "")) or None
-        self.console.print(render.connected(health))
-        if self.session_id:
-            wanted, self.session_id = self.session_id, None
-            await commands.dispatch(self, f"/switch {wanted}")
-        prompt: PromptSession[str] = PromptSession(history=make_history(self.history), style=PROMPT_STYLE)
+        code = await self.start()
+        if code is not None:
+            return code
+        prompt: PromptSession[str] = PromptSession(
+            history=make_history(self.history),
+            style=PROMPT_STYLE,
+            key_bindings=key_bindings(),
+            enable_open_in_editor=True,
+            prompt_continuation=lambda width, line, wrap: "." * (width - 1) + " ",
+        )
         while True:
             self.console.print()
             try:
-                line = (await prompt.prompt_async(self.prompt_message())).strip()
+                line = await prompt.prompt_async(self.prompt_message())
             except (KeyboardInterrupt, EOFError):
                 break
-            if not line:
+            if not line.strip():
                 continue
-            if line.startswith("/"):
-                if not await commands.dispatch(self, line):
+            if line.lstrip().startswith("/") and "\n" not in line.strip():
+                if not await commands.dispatch(self, line.strip()):
                     break
             else:
-                await self.send(line)
+                await self.send(line.strip("\n"))
         self.say("👋 Goodbye!", "cyan")
         return EXIT_OK
 
-    async def connect(self) -> dict[str, Any] | None:
-        """``GET /health``, retried while the server cannot be reached; None when it never answers."""
-        attempt = 0
-        while True:
-            try:
-                return await self.api.health()
-            except Unreachable as exc:
-                reason = str(exc)
-            except RequestFailed as exc:
-                if exc.status < 500:
-                    self.say(f"✖ The server at {self.api.base_url} refused: {exc.message}", "red")
-                    return None
-                reason = f"{exc.status} {exc.code}"
-            attempt += 1
-            if attempt > self.policy.attempts:
-                self.say(f"✖ Cannot reach the server at {self.api.base_url} ({reason}); giving up.", "red")
-                return None
-            delay = self.policy.delay(attempt)
-            self.say(
-                f"⚠️  Cannot reach the server at {self.api.base_url} ({reason}); retrying in "
-                f"{delay:.1f}s (attempt {attempt}/{self.policy.attempts})",
-                "yellow",
-            )
-            await asyncio.sleep(delay)
+    async def start(self) -> int | None:
+        """Reach the server once, then create or open the session: None, or the exit code."""
+        try:
+            health = await self.api.health()
+        except Unreachable as exc:
+            self.say("✖ " + render.unreachable_text(self.api.base_url, str(exc)), "red")
+            return EXIT_UNREACHABLE
+        except RequestFailed as exc:
+            self.say(refused_text(self.api.base_url, exc, has_key=self.has_key), "red")
+            return EXIT_ERROR
+        self.model = str(health.get("model", "")) or None
+        wanted, self.session_id = self.session_id, None
+        try:
+            if wanted is None:
+                data = await self.api.new_session()
+                self.session_id = str(data["session_id"])
+                self.model = str(data.get("model") or self.model)
+                self.session_messages = 0
+                self.stats.sessions_created += 1
+            else:
+                await self.api.session(wanted)  # a wrong key is told here; an unknown id by /switch
+        except Unreachable as exc:
+            self.say("✖ " + render.unreachable_text(self.api.base_url, str(exc)), "red")
+            return EXIT_UNREACHABLE
+        except RequestFailed as exc:
+            if exc.status == 401 or wanted is None:
+                self.say(refused_text(self.api.base_url, exc, has_key=self.has_key), "red")
+                return EXIT_ERROR
+        self.console.print(render.connected(health))
+        if wanted is not None:
+            await commands.dispatch(self, f"/switch {wanted}")
+        return None
 
     async def send(self, message: str) -> Outcome:
-        view = RichView(self.console)
+        """Send ``message`` in the current session (a new one when there is none) and show the
+        answer; Ctrl-C cancels it."""
+        answer = self._answer()
+        return await self._shown(answer, answer.run(message, self.session_id), sent=True)
+
+    async def follow(self, stream_id: str) -> Outcome:
+        """Show the answer being generated by ``stream_id`` from its first event, live, as if it
+        had been asked here; Ctrl-C cancels it."""
+        answer = self._answer()
+        return await self._shown(answer, answer.follow(stream_id, self.session_id), sent=False)
+
+    def _answer(self) -> Answer:
+        view: AnswerView = TextView(self.console) if render.is_plain() else RichView(self.console)
         view.session(self.session_id, self.model)
-        answer = Answer(AnswerStream(self.api, self.policy), view)
-        interrupted, _ = await interruptible(answer.run(message, self.session_id))
+        return Answer(AnswerStream(self.api, self.policy), view)
+
+    async def _shown(self, answer: Answer, run: Coroutine[Any, Any, Outcome], *, sent: bool) -> Outcome:
+        interrupted, _ = await interruptible(run)
         outcome = answer.outcome
         if interrupted and outcome.stream_id:
             with contextlib.suppress(Unreachable, RequestFailed):
@@ -166,7 +250,8 @@ class ChatApp:
             self.say(
                 "⏹  Generation cancelled on the server; the partial answer is kept in the session.", "yellow"
             )
-        self.stats.record(outcome, new_session=self.session_id is None and outcome.session_id is not None)
+        if sent:
+            self.stats.record(outcome, new_session=self.session_id is None and outcome.session_id is not None)
         if "session_not_found" in (outcome.error or ""):
             self.say(
                 "This session no longer exists: the next message starts a new one (or /switch).", "yellow"
@@ -178,3 +263,22 @@ class ChatApp:
         if outcome.message_count is not None:
             self.session_messages = outcome.message_count
         return outcome
+
+    async def edit(self, initial: str = "") -> str | None:
+        """A message written in the user's editor (None when there is no editor or it failed)."""
+        command = editor_command()
+        if command is None:
+            self.say("No editor: set $EDITOR (or $VISUAL).", "yellow")
+            return None
+        with tempfile.TemporaryDirectory(prefix="quart-sse-chat-") as folder:
+            path = Path(folder) / "message.md"
+            path.write_text(initial, encoding="utf-8")
+            try:
+                status = await asyncio.to_thread(subprocess.call, [*command, str(path)])
+            except OSError as exc:
+                self.say(f"✖ Cannot run the editor {command[0]}: {exc.strerror or exc}", "red")
+                return None
+            if status != 0:
+                self.say(f"✖ The editor exited with status {status}: nothing sent.", "red")
+                return None
+            return path.read_text(encoding="utf-8", errors="replace")

@@ -6,6 +6,7 @@ or :func:`clock`, so the tests render them into a recording console.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,21 +24,59 @@ from client.safe import plain, printable
 from client.stats import CANCELLED, COMPLETE, ClientStats, Outcome
 
 COMMANDS: list[tuple[str, str]] = [
-    ("/help", "Show all available commands"),
-    ("/stats", "Show client streaming statistics"),
-    ("/server", "Display server and streaming statistics"),
-    ("/health", "Check server health and active streams"),
-    ("/docs", "Open API documentation in browser"),
-    ("/demo", "Open interactive SSE demo page"),
-    ("/clear", "Clear screen"),
-    ("/quit", "Exit client"),
-    ("/new", "Create a new streaming chat session"),
-    ("/info", "Show current session details"),
-    ("/sessions", "List all active sessions on server"),
-    ("/switch ID", "Continue another session (an id or a unique prefix)"),
-    ("/reset", "Clear current session history"),
-    ("/delete", "Delete current session"),
+    ("/help", "Show the commands and keys"),
+    ("/new", "Start a new session"),
+    ("/sessions", "List the sessions: title, messages, last activity; the current one marked"),
+    ("/switch N|ID", "Continue a listed session (its number in /sessions, an id or a unique prefix)"),
+    ("/history [N]", "Show the session's last N messages (default 10) as Markdown"),
+    ("/info", "Show the current session's details"),
+    ("/edit", "Write a message in $EDITOR (or $VISUAL), then send it"),
+    ("/copy", "Copy the last answer's last code block to the clipboard (OSC 52, works over SSH)"),
+    ("/export [FILE]", "Write the conversation as Markdown (default quart-sse-SESSION.md)"),
+    ("/cancel", "Stop the answer being generated in the current session"),
+    ("/reset", "Clear the current session's history"),
+    ("/delete", "Delete the current session"),
+    ("/stats", "Show this client's streaming statistics"),
+    ("/server", "Show the server's statistics"),
+    ("/health", "Check the server's health and active streams"),
+    ("/docs", "Open the API documentation in the browser"),
+    ("/demo", "Open the web demo page in the browser"),
+    ("/clear", "Clear the screen"),
+    ("/quit", "Quit (also /exit, Ctrl-D)"),
 ]
+
+KEYS: list[tuple[str, str]] = [
+    ("Enter", "Send the message"),
+    ("Alt-Enter (Esc Enter)", "New line in the message"),
+    ("Ctrl-X Ctrl-E", "Edit the message in $EDITOR; it is sent when the editor closes"),
+    ("Ctrl-R", "Search the saved input (Ctrl-R again: older; Enter: take it)"),
+    ("Up / Down", "Earlier and later saved input"),
+    ("Ctrl-C", "With text: clear the line; on an empty prompt: quit; during an answer: cancel it"),
+    ("Ctrl-D", "On an empty prompt: quit"),
+    ("Paste", "Pasted text is kept whole, newlines included (bracketed paste)"),
+]
+
+_plain = False
+
+
+def set_plain(on: bool) -> None:
+    """``--plain``: boxes become plain lines and emoji are left out, everywhere in this module."""
+    global _plain
+    _plain = on
+
+
+def is_plain() -> bool:
+    return _plain
+
+
+def deco(text: str) -> str:
+    """``text`` without its emoji and other pictographs in ``--plain`` mode (as is otherwise)."""
+    if not _plain:
+        return text
+    kept = "".join(c for c in text if unicodedata.category(c) != "So" and c not in "\ufe0f\u200d")
+    if kept == text:
+        return text
+    return " ".join(kept.split()) if kept.strip() else ""
 
 
 def short(session_id: str | None) -> str:
@@ -80,8 +119,10 @@ def age(iso: Any, now: datetime | None = None) -> str:
     return hms(((now or datetime.now(UTC)) - moment).total_seconds())
 
 
-def box_panel(title: str, rows: list[tuple[str, str]], *, style: str = "cyan") -> Panel:
+def box_panel(title: str, rows: list[tuple[str, str]], *, style: str = "cyan") -> RenderableType:
     """A square box with ``Key: value`` rows and its title on the top-left edge."""
+    if _plain:
+        return Group(plain(deco(title)), *(plain(f"  {key}: {value}") for key, value in rows))
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold")
     grid.add_column()
@@ -92,9 +133,17 @@ def box_panel(title: str, rows: list[tuple[str, str]], *, style: str = "cyan") -
     )
 
 
+def unreachable_text(url: str, reason: str) -> str:
+    """What to say when no server answers at ``url`` (``reason``: ``connection refused``…)."""
+    return (
+        f"No server answers at {url} ({reason}). Start one with `quart-sse` (or `make run` in "
+        "the project), or give its address with --url or QUART_SSE_URL."
+    )
+
+
 def banner(url: str) -> RenderableType:
     return Group(
-        Text("🌊 QUART-SSE MULTI-TURN CHAT CLIENT 🌊", style="bold cyan"),
+        Text(deco("🌊 QUART-SSE MULTI-TURN CHAT CLIENT 🌊"), style="bold cyan"),
         plain(f"   Server: {url}", style="dim"),
     )
 
@@ -102,24 +151,31 @@ def banner(url: str) -> RenderableType:
 def connected(health: dict[str, Any]) -> RenderableType:
     model = health.get("model", "?")
     lines = [
-        Text("🎉 Connected to Quart SSE server successfully!", style="green"),
+        Text(deco("🎉 Connected to Quart SSE server successfully!"), style="green"),
         plain(
-            f"🌊 Real-time streaming enabled - responses will appear as they're generated! (model: {model})"
+            deco(f"🌊 Real-time streaming enabled - answers appear as they are generated (model: {model})")
         ),
     ]
     if health.get("offline_model"):
         lines.append(Text("   The server runs its built-in offline model.", style="dim"))
-    lines.append(Text("   Type a message, or /help for the commands.", style="dim"))
+    lines.append(
+        Text(
+            "   Type a message (Enter sends, Alt-Enter: new line), or /help for the commands and keys.",
+            style="dim",
+        )
+    )
     return Group(*lines)
 
 
 def answer_header(session_id: str | None, model: str | None) -> Text:
-    return plain(f"🤖 AI Response (Streaming) ({short(session_id)} - {model or '?'})", style="bold magenta")
+    return plain(
+        deco(f"🤖 AI Response (Streaming) ({short(session_id)} - {model or '?'})"), style="bold magenta"
+    )
 
 
 # Rich's own parser, but with raw HTML off: ``<script>`` or ``a <b>b</b>`` is then text, shown
 # as written, where Rich would drop the HTML block or tag it does not render.
-_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table")
+MARKDOWN_PARSER = MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table")
 
 
 def _sanitize(tokens: Iterable[Token]) -> None:
@@ -139,11 +195,22 @@ class AnswerMarkdown(Markdown):
     def __init__(self, text: str) -> None:
         super().__init__("")
         self.markup = printable(text)
-        self.parsed = _MARKDOWN.parse(self.markup)
+        self.parsed = MARKDOWN_PARSER.parse(self.markup)
         _sanitize(self.parsed)
 
 
-def summary(outcome: Outcome) -> Panel:
+def summary_line(outcome: Outcome) -> Text:
+    """The one line after an answer in ``--plain`` mode: ``-- complete: 30 chunks in 1.234s``."""
+    what = "complete" if outcome.status == COMPLETE else outcome.status
+    line = f"-- {what}: {outcome.chunks} chunks in {outcome.seconds:.3f}s"
+    if outcome.reconnects:
+        line += f", {outcome.reconnects} reconnections"
+    if outcome.status != COMPLETE and outcome.error:
+        line += f" ({outcome.error})"
+    return plain(line)
+
+
+def summary(outcome: Outcome) -> RenderableType:
     """The box after an answer: chunks, time, context messages, status."""
     rows = [("Total Chunks", str(outcome.chunks)), ("Total Time", f"{outcome.seconds:.3f}s")]
     if outcome.message_count is not None:
@@ -164,7 +231,7 @@ def summary(outcome: Outcome) -> Panel:
     return box_panel(f"❌ SSE STREAM FAILED [{clock()}]", rows, style="red")
 
 
-def session_info(data: dict[str, Any]) -> Panel:
+def session_info(data: dict[str, Any]) -> RenderableType:
     rows = [
         ("Session ID", str(data.get("session_id", "?"))),
         ("Model", str(data.get("model", "?"))),
@@ -178,21 +245,28 @@ def session_info(data: dict[str, Any]) -> Panel:
     return box_panel("📋 SESSION INFO", rows)
 
 
-def sessions_list(sessions: list[dict[str, Any]], current: str | None, scope: str = "all") -> Panel:
-    """The session list; ``scope`` ``own``: the server listed only this API key's sessions."""
+def sessions_list(sessions: list[dict[str, Any]], current: str | None, scope: str = "all") -> RenderableType:
+    """The numbered session list (``/switch N`` takes a number): title, messages, last
+    activity, the current one marked; ``scope`` ``own``: the server listed only this API
+    key's sessions."""
     lines = []
     for n, s in enumerate(sessions, 1):
         sid = s.get("session_id")
-        line = plain(
-            f"{n}. {short(sid)} ({s.get('message_count', 0)} msgs, {age(s.get('created_at'))}, "
-            f"{local_time(s.get('created_at'))})"
+        title = " ".join(str(s.get("title") or "").split()) or "(empty)"
+        if len(title) > 40:
+            title = title[:39] + "…"
+        line = plain(f"{n:>2}. {short(sid)}  {title}", style="bold" if sid == current else "")
+        line.append_text(
+            plain(f"  {s.get('message_count', 0)} msgs, {ago(s.get('last_activity'))}", style="dim")
         )
         if sid == current:
-            line.append(" ← CURRENT", style="bold green")
+            line.append(deco(" ← CURRENT"), style="bold green")
         lines.append(line)
     empty = "No sessions of this API key." if scope == "own" else "No sessions on the server."
-    body: RenderableType = Group(*lines) if lines else Text(empty, style="dim")
     what = "YOUR SESSIONS" if scope == "own" else "ALL ACTIVE SESSIONS"
+    if _plain:
+        return Group(Text(f"{what} ({len(sessions)})"), *(lines or [Text(empty)]))
+    body: RenderableType = Group(*lines) if lines else Text(empty, style="dim")
     return Panel(
         body,
         title=f"📋 {what} ({len(sessions)})",
@@ -203,7 +277,46 @@ def sessions_list(sessions: list[dict[str, Any]], current: str | None, scope: st
     )
 
 
-def client_stats(stats: ClientStats, current: str | None, session_messages: int | None) -> Panel:
+def ago(iso: Any, now: datetime | None = None) -> str:
+    """``just now``, ``5 min ago``, ``3 h ago``, ``2 days ago`` since an API timestamp."""
+    moment = _parse_iso(iso)
+    if moment is None:
+        return "?"
+    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"
+
+
+def messages_markdown(messages: list[dict[str, Any]]) -> str:
+    """Messages (``{"role", "content"}``) as one Markdown document, each under its speaker."""
+    parts = []
+    for m in messages:
+        who = "You" if m.get("role") == "user" else "Assistant"
+        note = " (interrupted)" if m.get("interrupted") else ""
+        parts.append(f"### {who}{note}\n\n{str(m.get('content', '')).rstrip()}\n")
+    return "\n".join(parts)
+
+
+def history(messages: list[dict[str, Any]]) -> RenderableType:
+    """Messages for the terminal: each speaker's name, then the text (Markdown, or as written
+    in ``--plain`` mode)."""
+    items: list[RenderableType] = []
+    for m in messages:
+        who = "You" if m.get("role") == "user" else "Assistant"
+        note = " (interrupted)" if m.get("interrupted") else ""
+        items.append(plain(f"{who}{note}:", style="bold cyan" if who == "You" else "bold magenta"))
+        content = str(m.get("content", ""))
+        items.append(plain(content) if _plain else AnswerMarkdown(content))
+        items.append(Text(""))
+    return Group(*items)
+
+
+def client_stats(stats: ClientStats, current: str | None, session_messages: int | None) -> RenderableType:
     rows = [
         ("Client Session Duration", hms(stats.duration())),
         ("Messages Sent", str(stats.messages_sent)),
@@ -220,7 +333,7 @@ def client_stats(stats: ClientStats, current: str | None, session_messages: int 
     return box_panel("📊 CLIENT SESSION STATISTICS", rows)
 
 
-def server_stats(data: dict[str, Any]) -> Panel:
+def server_stats(data: dict[str, Any]) -> RenderableType:
     rows = [
         ("Server Uptime", hms(float(data.get("uptime_s", 0)))),
         ("Total Requests", str(data.get("total_requests", "?"))),
@@ -239,7 +352,7 @@ def server_stats(data: dict[str, Any]) -> Panel:
     return box_panel("🖥️  SSE SERVER STATISTICS", rows)
 
 
-def health(data: dict[str, Any]) -> Panel:
+def health(data: dict[str, Any]) -> RenderableType:
     ok = data.get("status") == "ok"
     rows = [
         ("Status", str(data.get("status", "?")).upper()),
@@ -252,13 +365,24 @@ def health(data: dict[str, Any]) -> Panel:
     return box_panel("💚 SERVER HEALTH" if ok else "💔 SERVER HEALTH", rows, style="green" if ok else "red")
 
 
-def help_table() -> Panel:
+def help_table() -> RenderableType:
+    """Every command and every key."""
+    if _plain:
+        rows = [*COMMANDS, *KEYS]
+        return Group(*(plain(f"  {name:<24} {action}") for name, action in rows))
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    table.add_column("Command", style="bold cyan")
+    table.add_column("Command or key", style="bold cyan")
     table.add_column("Action")
     for command, action in COMMANDS:
         table.add_row(command, action)
-    table.add_row("Ctrl-C", "During an answer: cancel it; at the prompt: quit (also Ctrl-D)")
+    table.add_section()
+    for key, action in KEYS:
+        table.add_row(key, action)
     return Panel(
-        table, title="🌊 COMMANDS", title_align="left", box=box.SQUARE, border_style="cyan", expand=False
+        table,
+        title="🌊 COMMANDS AND KEYS",
+        title_align="left",
+        box=box.SQUARE,
+        border_style="cyan",
+        expand=False,
     )

@@ -75,6 +75,14 @@ class StreamLost(Exception):
         self.started = started  # False: the message never reached the server
 
 
+class NotPosted(StreamLost):
+    """The message could not be sent: no HTTP answer (``reason``), not retried."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot reach the server: {reason}", started=False)
+        self.unreachable = reason
+
+
 class _Dropped(Exception):
     pass
 
@@ -88,8 +96,10 @@ class AnswerStream:
         policy: ReconnectPolicy,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        retry_post: bool = True,
     ) -> None:
         self.api = api
+        self.retry_post = retry_post  # False: a server unreachable for the message is said at once
         self.policy = policy
         self._sleep = sleep
         self.session_id: str | None = None
@@ -109,6 +119,8 @@ class AnswerStream:
                 break
             except Unreachable as exc:
                 attempt += 1
+                if not self.retry_post:
+                    raise NotPosted(str(exc)) from None
                 if attempt > self.policy.attempts:
                     raise StreamLost(f"cannot reach the server: {exc}", started=False) from None
                 delay = self.policy.delay(attempt)
@@ -116,6 +128,27 @@ class AnswerStream:
                 await self._sleep(delay)
         if attempt:
             yield Resumed(attempt)
+        async for item in self._deliver(response):
+            yield item
+
+    async def follow(self, stream_id: str, session_id: str | None) -> AsyncIterator[Item]:
+        """Yield the events of a generation already running (``stream_id``) from its first one,
+        then live, resumed as :meth:`events` does; nothing when it has ended."""
+        self.session_id = session_id
+        self.stream_id = stream_id
+        self.events_url = f"/streams/{stream_id}/events"
+        try:
+            response = await self.api.open_events(self.events_url, None)
+        except Unreachable as exc:
+            raise StreamLost(f"cannot reach the server: {exc}", started=True) from None
+        if response.status == 204:
+            response.close()
+            return
+        async for item in self._deliver(response):
+            yield item
+
+    async def _deliver(self, response: aiohttp.ClientResponse) -> AsyncIterator[Item]:
+        """The events of an open stream response, reconnected with ``Last-Event-ID`` on a drop."""
         attempt = 0
         while True:
             try:

@@ -6,6 +6,7 @@ import io
 from datetime import UTC, datetime, timedelta
 
 from rich.console import Console, RenderableType
+from rich.text import Text
 
 from client import render
 from client.answer import PlainView, RichView
@@ -55,17 +56,37 @@ def test_failed_and_cancelled_summary_boxes():
     assert "Reconnections:" in reconnected
 
 
-def test_sessions_list_marks_the_current_one():
+def test_sessions_list_shows_title_count_last_activity_and_marks_the_current_one():
+    now = datetime.now(UTC)
     sessions = [
-        {"session_id": "a1b2c3d4e5", "message_count": 8, "created_at": "2025-01-02T14:26:52Z"},
-        {"session_id": "e5f6g7h8i9", "message_count": 12, "created_at": "2025-01-02T14:15:30Z"},
+        {
+            "session_id": "a1b2c3d4e5",
+            "title": "How do I\nresume a stream with Last-Event-ID after a long cut?",
+            "message_count": 8,
+            "last_activity": (now - timedelta(minutes=5, seconds=3)).isoformat(),
+        },
+        {
+            "session_id": "e5f6g7h8i9",
+            "title": "",
+            "message_count": 12,
+            "last_activity": (now - timedelta(hours=3)).isoformat(),
+        },
     ]
     out = text_of(render.sessions_list(sessions, "e5f6g7h8i9"))
     assert "ALL ACTIVE SESSIONS (2)" in out
     lines = [line for line in out.splitlines() if "msgs" in line]
-    assert "1. a1b2c3d4… (8 msgs," in lines[0] and "CURRENT" not in lines[0]
-    assert "2. e5f6g7h8… (12 msgs," in lines[1] and "← CURRENT" in lines[1]
+    assert " 1. a1b2c3d4…  How do I resume a stream with Last-Even…  8 msgs, 5 min ago" in lines[0]
+    assert "CURRENT" not in lines[0]
+    assert " 2. e5f6g7h8…  (empty)  12 msgs, 3 h ago ← CURRENT" in lines[1]
     assert "No sessions" in text_of(render.sessions_list([], None))
+
+
+def test_ago():
+    now = datetime(2025, 1, 2, 14, 32, 15, tzinfo=UTC)
+    assert render.ago("2025-01-02T14:32:00Z", now) == "just now"
+    assert render.ago("2025-01-02T14:02:00Z", now) == "30 min ago"
+    assert render.ago("2024-12-30T14:32:00Z", now) == "3 days ago"
+    assert render.ago("never", now) == "?"
 
 
 def test_session_info_shows_the_whole_id_and_the_counts():
@@ -123,25 +144,17 @@ def test_client_and_server_statistics():
         assert part in out
 
 
-def test_help_lists_every_command():
-    out = text_of(render.help_table(), width=120)
-    for command in (
-        "/help",
-        "/stats",
-        "/server",
-        "/health",
-        "/docs",
-        "/demo",
-        "/clear",
-        "/quit",
-        "/new",
-        "/info",
-        "/sessions",
-        "/switch",
-        "/reset",
-        "/delete",
-    ):
-        assert command in out
+def test_help_lists_every_command_and_key():
+    from client.commands import HANDLERS
+
+    out = text_of(render.help_table(), width=160)
+    listed = {name.split()[0] for name, _ in render.COMMANDS}
+    aliases = {"/?", "/exit", "/q"}
+    assert set(HANDLERS) - aliases == listed  # every command has a line, and nothing else does
+    for name, _ in [*render.COMMANDS, *render.KEYS]:
+        assert name in out
+    for key in ("Enter", "Alt-Enter", "Ctrl-X Ctrl-E", "Ctrl-R", "Ctrl-C", "Ctrl-D"):
+        assert key in out
 
 
 def test_plain_view_writes_only_the_text_to_stdout():
@@ -192,3 +205,88 @@ def test_a_key_s_own_sessions_are_not_called_all_sessions():
     out = text_of(render.sessions_list(sessions, None, "own"))
     assert "YOUR SESSIONS (1)" in out and "ALL" not in out
     assert "No sessions of this API key." in text_of(render.sessions_list([], None, "own"))
+
+
+# Long answers: finished blocks once, a bounded live tail, a bounded redraw rate -----------
+
+
+def test_block_splitter_hands_out_finished_blocks_once_in_order():
+    from client.blocks import BlockSplitter
+
+    text = "# Title\n\npara one\nstill para\n\n- a\n- b\n\n```py\nx = 1\n\ny = 2\n```\n\nlast"
+    splitter = BlockSplitter()
+    out = []
+    for char in text:  # one character at a time, the worst split there is
+        splitter.feed(char)
+        out.append(splitter.take_finished())
+    out.append(splitter.take_all())
+    assert "".join(out) == text
+    pieces = [p for p in out if p]
+    assert pieces == [
+        "# Title\n\n",
+        "para one\nstill para\n\n",
+        "- a\n- b\n\n",
+        "```py\nx = 1\n\ny = 2\n```\n\nlast",  # "last" has no newline yet: nothing cut for it
+    ]
+
+
+def test_a_half_written_line_never_decides_a_cut():
+    from client.blocks import BlockSplitter
+
+    splitter = BlockSplitter()
+    splitter.feed("Para\n#")  # "#" alone would be a heading; "#tag" is not
+    assert splitter.take_finished() == ""
+    splitter.feed("tag continues\n")
+    assert splitter.take_finished() == ""
+    assert splitter.take_all() == "Para\n#tag continues\n"
+
+
+async def test_rich_view_redraws_at_a_bounded_rate_and_prints_each_block_once():
+    now = [0.0]
+    console = Console(file=io.StringIO(), width=60, height=24, color_system=None, record=True)
+    view = RichView(console, interval=0.1, clock=lambda: now[0])
+    view.status("Generating response...", 1)
+    answer = "".join(f"line {n:03d} of the answer\n\n" for n in range(300))
+    for k in range(0, len(answer), 7):
+        view.text(answer[k : k + 7])
+        now[0] += 0.001  # 0.001 s a piece: about 1,100 pieces in about 1.1 s
+    view.finish(Outcome("complete", text=answer, chunks=1))
+    assert view.draws <= 1 + 1.2 / 0.1  # one at the start, then at most ten a second
+    out = console.export_text()
+    for n in range(300):
+        assert out.count(f"line {n:03d} of the answer") == 1
+
+
+def test_the_live_tail_is_at_most_a_few_lines_however_long_the_block():
+    from client.answer import _Tail
+
+    console = Console(file=io.StringIO(), width=40, height=24, color_system=None, record=True)
+    console.print(_Tail("word " * 2000, Text("status"), 8))
+    lines = console.export_text().splitlines()
+    assert len(lines) == 9  # eight lines of text (the first a "⋮"), then the status line
+    assert lines[0] == "⋮" and lines[-1] == "status"
+
+
+def test_copy_takes_the_last_code_block_as_osc_52():
+    import base64
+
+    from client.commands import last_code_block, osc52
+
+    answer = "Try:\n\n```sh\nmake run\n```\n\nthen\n\n```python\nprint('hi')\n```\n\nDone."
+    assert last_code_block(answer) == "print('hi')\n"
+    assert last_code_block("no code here") is None
+    sequence = osc52("print('hi')\n")
+    assert sequence.startswith("\x1b]52;c;") and sequence.endswith("\x07")
+    assert base64.b64decode(sequence[7:-1]) == b"print('hi')\n"
+
+
+def test_plain_mode_has_no_boxes_or_emoji():
+    render.set_plain(True)
+    try:
+        out = text_of(render.summary(Outcome("complete", chunks=3)))
+        out += text_of(render.help_table()) + text_of(render.banner("http://x"))
+        out += text_of(render.sessions_list([{"session_id": "abc", "title": "t"}], "abc"))
+    finally:
+        render.set_plain(False)
+    assert "┌" not in out and "│" not in out and "🌊" not in out
+    assert "SSE STREAM COMPLETED" in out and "Status: SUCCESS" in out and "Ctrl-R" in out
