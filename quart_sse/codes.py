@@ -27,6 +27,7 @@ TOO_MANY_STREAMS = "too_many_streams"
 SHUTTING_DOWN = "shutting_down"
 STORE_UNAVAILABLE = "store_unavailable"
 INTERNAL = "internal_error"
+NOTHING_TO_REGENERATE = "nothing_to_regenerate"
 
 # Codes of ``error`` stream events (docs/API.md, Streams); ``rate_limited`` and
 # ``store_unavailable`` serve both.
@@ -74,6 +75,25 @@ class GenerationRunning(Refused):
             "wait for it to end or cancel it",
         )
         self.stream_id = stream_id
+
+
+class MessageQueued(Refused):
+    """A message already waits behind the session's running answer (one at most)."""
+
+    def __init__(self, session_id: str, stream_id: str) -> None:
+        super().__init__(
+            GENERATION_RUNNING,
+            f"session {_cut(session_id)} already has a message queued (stream {stream_id}) behind "
+            "its running answer; one at most: wait, or cancel it",
+        )
+        self.stream_id = stream_id
+
+
+class NothingToRegenerate(Refused):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            NOTHING_TO_REGENERATE, f"session {_cut(session_id)} has no user message to answer again"
+        )
 
 
 class StoreUnavailable(Refused):

@@ -45,6 +45,7 @@ class Session:
     messages: list[Message] = field(default_factory=list)
     generating: str | None = None
     owner: str | None = None
+    queued: str | None = None  # the stream of a message waiting behind the running answer
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,45 @@ class StreamInfo:
     last_id: int
     closed: str | None = None
     owner: str | None = None  # the owner of its session (docs/API.md, Ownership)
+    queued: bool = False  # accepted with if_busy=enqueue, waiting for the answer before it
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message a session accepted, as its session stream tells it (``user_message``).
+
+    ``number`` counts the session's turns from 1 and is never reused (a clear keeps
+    counting); ``stream_id`` is the stream of its answer; ``queued``: it waits for the
+    answer before it (``if_busy=enqueue``); ``regenerate``: it asks again for the answer
+    to the message before it (the message is not added twice).
+    """
+
+    number: int
+    stream_id: str
+    message: Message
+    queued: bool = False
+    regenerate: bool = False
+
+
+@dataclass(frozen=True)
+class TurnLog:
+    """The turns a store still holds after a position, oldest first: ``turns``; ``last``,
+    the number of the session's latest turn (0: none yet); ``ended``: the session was
+    deleted (its session stream ends)."""
+
+    turns: list[Turn]
+    last: int
+    ended: bool = False
+
+
+@dataclass(frozen=True)
+class Promoted:
+    """A queued message that took the session's generation slot when the answer before it
+    ended: its stream, its message (already in the session), who it counts against."""
+
+    stream_id: str
+    message: Message
+    client_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

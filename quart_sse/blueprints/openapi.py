@@ -2,7 +2,8 @@
 
 quart-schema builds the schema of the Quart routes from their docstrings and
 :mod:`quart_sse.blueprints.schemas`.  Added here: the HTTP edge's routes (``POST /chat``,
-``POST /chat/stream``, ``GET /streams/{stream_id}/events``), which Quart never sees, with
+``POST /chat/stream``, ``GET /streams/{stream_id}/events``, ``GET /sessions/{session_id}/events``,
+``POST /sessions/{session_id}/regenerate``), which Quart never sees, with
 their ``text/event-stream`` answers and the shape of each event; every refusal of every
 route, by status, with its codes (docs/API.md, Errors); what the routes check by hand
 (limits of the chat body); the bearer security scheme, applied to every operation that
@@ -29,6 +30,10 @@ EVENT_SCHEMAS = {
     "error": "ErrorEvent",
 }
 """Each event type of a stream, and the schema of its ``data``, in the order a stream emits them."""
+
+SESSION_EVENT_SCHEMAS = {"user_message": "UserMessageEvent", **EVENT_SCHEMAS, "reset": "ResetEvent"}
+"""Each event type of the session stream (``GET /sessions/{session_id}/events``): a turn's
+``user_message``, then its stream's events; ``reset`` when events were missed."""
 
 EVENT_ID_PATTERN = "^[0-9]{0,18}$"
 """The event ids this server issues (quart_sse.sse); anything else is a 400."""
@@ -58,6 +63,35 @@ event: complete
 data: {"type": "complete", "total_chunks": 30, "processing_time": 1.2153, "message_count": 2, \
 "finish_reason": "stop"}"""
 
+SESSION_STREAM_EXAMPLE = """\
+retry: 2000
+
+id: 2000000000
+event: user_message
+data: {"type": "user_message", "session_id": "3f2a…", "stream_id": "9c41…", "turn": 2, \
+"message": {"role": "user", "content": "And then?", "timestamp": "2025-06-01T12:00:00.000000Z"}}
+
+id: 2000000001
+event: session_info
+data: {"type": "session_info", "session_id": "3f2a…", "stream_id": "9c41…", "model": "simulated", \
+"events_url": "/streams/9c41…/events"}
+
+id: 2000000002
+event: status
+data: {"type": "status", "message": "Generating response...", "context_messages": 3, "stream_id": "9c41…"}
+
+id: 2000000003
+event: chunk
+data: {"type": "chunk", "text": "Thanks for asking. ", "chunk_number": 1, "is_final": false, \
+"stream_id": "9c41…"}
+
+id: 2000000032
+event: complete
+data: {"type": "complete", "total_chunks": 30, "processing_time": 1.2153, "message_count": 4, \
+"finish_reason": "stop", "stream_id": "9c41…"}
+
+: ping"""
+
 # When each error body code is answered (docs/API.md, Errors; the status is quart_sse.http.errors').
 WHEN = {
     codes.INVALID_JSON: "the body is not JSON, or is JSON nested deeper than the server reads",
@@ -72,7 +106,9 @@ WHEN = {
     "its end), or another API key's (the same answer)",
     codes.BODY_TIMEOUT: "the request body did not all arrive within `BODY_TIMEOUT` seconds",
     codes.GENERATION_RUNNING: "the session already has a generation running (one at a time per "
-    "session): wait for its `complete` or `error`, or cancel it",
+    "session) and `if_busy` is `reject` (the default), or with `enqueue` a message already waits "
+    "behind it (one at most): wait for its `complete` or `error`, or cancel it",
+    codes.NOTHING_TO_REGENERATE: "the session has no user message to answer again",
     codes.SESSION_FULL: "the session holds `MAX_SESSION_MESSAGES` messages (a turn adds two): "
     "start a new session",
     codes.BODY_TOO_LARGE: "the body is larger than `MAX_BODY_BYTES` (declared or received; "
@@ -93,6 +129,7 @@ EXAMPLE_MESSAGES = {
     codes.UNAUTHORIZED: "a valid API key is needed: send 'Authorization: Bearer <key>'",
     codes.SESSION_NOT_FOUND: "no session 3f2a9c0e7b1d4e5fa6b7c8d9e0f1a2b3",
     codes.STREAM_NOT_FOUND: "no stream 9c41e2d3f4a5b6c7d8e9f0a1b2c3d4e5 (unknown or expired)",
+    codes.NOTHING_TO_REGENERATE: "session 3f2a9c0e… has no user message to answer again",
     codes.BODY_TIMEOUT: "the request body did not arrive within 60 s (BODY_TIMEOUT)",
     codes.GENERATION_RUNNING: "session 3f2a9c0e7b1d4e5fa6b7c8d9e0f1a2b3 already has a generation running "
     "(stream 9c41e2d3f4a5b6c7d8e9f0a1b2c3d4e5); wait for it to end or cancel it",
@@ -108,7 +145,8 @@ EXAMPLE_MESSAGES = {
 CHAT_INVALID = (
     "the body is not a JSON object; `message` is missing or not a string; `session_id` is "
     "not a string or null, or is an empty string; a string is not valid Unicode (a lone surrogate "
-    'such as `"\\ud83d"`). No coercion: `42`, `true` or a list for a string field is refused'
+    'such as `"\\ud83d"`); `if_busy` is not `reject`, `enqueue`, `interrupt` or null. No '
+    "coercion: `42`, `true` or a list for a string field is refused"
 )
 LIST_INVALID = (
     "`limit` is not an integer from 1 to 1000, `cursor` is not a `next_cursor` this server "
@@ -144,6 +182,10 @@ _CHAT: dict[int, Codes] = {
     503: _codes(codes.CAPACITY, codes.SHUTTING_DOWN, codes.STORE_UNAVAILABLE),
 }
 _SESSION: dict[int, Codes] = {404: _codes(codes.SESSION_NOT_FOUND), 503: _STORE}
+CANCEL_TIMEOUT = (
+    "Redis cannot be reached, or the instance running the generation did not end it within "
+    "3 × `HEARTBEAT_INTERVAL` + 5 seconds (it may be overloaded): try again"
+)
 
 ERRORS: dict[tuple[str, str], dict[int, Codes]] = {
     ("/chat", "post"): _CHAT,
@@ -154,7 +196,28 @@ ERRORS: dict[tuple[str, str], dict[int, Codes]] = {
         429: ((codes.TOO_MANY_STREAMS, STREAMS_PER_CLIENT),),
         503: _STORE,
     },
-    ("/streams/{stream_id}/cancel", "post"): {404: _codes(codes.STREAM_NOT_FOUND), 503: _STORE},
+    ("/streams/{stream_id}/cancel", "post"): {
+        404: _codes(codes.STREAM_NOT_FOUND),
+        503: ((codes.STORE_UNAVAILABLE, CANCEL_TIMEOUT),),
+    },
+    ("/sessions/{session_id}/events", "get"): {
+        400: _codes(codes.INVALID_LAST_EVENT_ID),
+        404: _codes(codes.SESSION_NOT_FOUND),
+        429: ((codes.TOO_MANY_STREAMS, STREAMS_PER_CLIENT),),
+        503: _STORE,
+    },
+    ("/sessions/{session_id}/regenerate", "post"): {
+        400: (
+            (codes.INVALID_REQUEST, "the query parameter `stream` is not `true` or `false` (or `1`, `0`)"),
+            *_codes(codes.NOTHING_TO_REGENERATE),
+        ),
+        404: _codes(codes.SESSION_NOT_FOUND),
+        408: _codes(codes.BODY_TIMEOUT),
+        409: ((codes.GENERATION_RUNNING, "the session is generating an answer: wait for it, or cancel it"),),
+        413: _codes(codes.BODY_TOO_LARGE),
+        429: (*_codes(codes.RATE_LIMITED), (codes.TOO_MANY_STREAMS, GENERATIONS_PER_CLIENT)),
+        503: _codes(codes.CAPACITY, codes.SHUTTING_DOWN, codes.STORE_UNAVAILABLE),
+    },
     ("/sessions/new", "post"): {503: _STORE},
     ("/sessions", "get"): {400: ((codes.INVALID_REQUEST, LIST_INVALID),), 503: _STORE},
     ("/sessions/{session_id}", "get"): _SESSION,
@@ -177,6 +240,15 @@ STATUS_TITLE = {
     503: "Unavailable (with `Retry-After`)",
 }
 
+_IF_BUSY = (
+    "`if_busy` says what happens when the session is already generating an answer: `reject` (the "
+    "default) answers 409 `generation_running`; `enqueue` accepts the message at once, and its "
+    "answer starts when the running one ends (its `status` event then has `queued: true` and "
+    "`waited`, in seconds; one waiting message per session, a second gets 409); `interrupt` "
+    "cancels the running answer wherever it runs (its stream ends with an `error` event of code "
+    "`interrupted`, its partial answer kept) and drops a waiting message, then this one starts.\n\n"
+)
+
 _CHAT_CHECKS = (
     "Refusals are JSON (`ErrorBody`) and come before any stream; when several apply, the first of "
     "401, 413 `body_too_large`, 400, 413 `message_too_long`, 404, 409, 429, 503 answers, and a "
@@ -197,6 +269,7 @@ EDGE: dict[tuple[str, str], tuple[str, str]] = {
         "the rest with `GET /streams/{stream_id}/events` and `Last-Event-ID` set to the last id "
         "received (the `stream_id` is in `session_info`, the first event: a connection lost before "
         "it cannot be resumed; sending the message again would start a second generation).\n\n"
+        + _IF_BUSY
         + _CHAT_CHECKS,
     ),
     ("/chat", "post"): (
@@ -204,7 +277,8 @@ EDGE: dict[tuple[str, str], tuple[str, str]] = {
         "Starts a generation as `POST /chat/stream` does, with the same checks, and answers `202` "
         "at once with `session_id`, `stream_id` and `events_url`, for clients that can only GET a "
         "stream, such as a browser's `EventSource`: read the answer from `events_url` "
-        "(`GET /streams/{stream_id}/events`).\n\n" + _CHAT_CHECKS,
+        "(`GET /streams/{stream_id}/events`). A message that waits behind the running answer "
+        "(`if_busy: enqueue`) is answered `202` too, with `queued: true`.\n\n" + _IF_BUSY + _CHAT_CHECKS,
     ),
     ("/streams/{stream_id}/events", "get"): (
         "Read a stream (text/event-stream): replay after Last-Event-ID, then live",
@@ -219,6 +293,36 @@ EDGE: dict[tuple[str, str], tuple[str, str]] = {
         "With `API_KEYS` set the key may come as `?access_token=` instead of `Authorization` "
         "(an `EventSource` cannot send headers).",
     ),
+    ("/sessions/{session_id}/events", "get"): (
+        "Follow a session (text/event-stream): every turn, from any client or instance",
+        "One long-lived stream that carries everything that happens in the session, turn after "
+        "turn, whichever client sent the message and whichever instance runs its answer. Each "
+        "turn opens with a `user_message` event (the message, its `turn` number and the "
+        "`stream_id` of its answer; `queued: true` for a message that waits behind the running "
+        "answer, `regenerate: true` for a regenerate); that answer's events follow as its own "
+        "stream has them (`session_info`, `status`, `chunk`... then `complete` or `error`), each "
+        "with `stream_id` added. Between turns it carries `: ping` comments; it ends when the "
+        "session is deleted.\n\n"
+        "Event ids are `turn × 1000000000 + k`: `k` = 0 is the turn's `user_message`, `k` ≥ 1 is "
+        "event `k` of the turn's stream. They increase strictly, so `Last-Event-ID` (or "
+        "`?last_event_id=`; the header wins) resumes exactly once, between turns or mid-answer. "
+        "Without one the stream starts with the turn being generated (or waiting), from its "
+        "`user_message`, else with the next turn.\n\n"
+        "A resume from a turn the server no longer holds (its stream is past `STREAM_RETENTION`, "
+        "or it is older than the session's last 100 turns) gets one `reset` event, with no `id`: "
+        "reload the session (`GET /sessions/{session_id}`); the stream then goes on from the "
+        "turn being generated, else the next. `HEAD` answers as `GET` would, without a body.",
+    ),
+    ("/sessions/{session_id}/regenerate", "post"): (
+        "Replace the session's last answer with a new one",
+        "Answers the session's last user message again: its last answer is dropped from the "
+        "session (and from the history the model sees), and a new generation starts. The request "
+        "body is ignored. Answers as `POST /chat` does, `202` with the new stream to read, or with "
+        "`?stream=true` as `POST /chat/stream` does, with the stream itself. On the session stream "
+        "the turn's `user_message` carries `regenerate: true`.\n\n"
+        "Refused with 409 while the session is generating (cancel first), with 400 "
+        "`nothing_to_regenerate` when it has no user message; a refused request changes nothing.",
+    ),
 }
 """Summary and description of each edge route (Quart never sees them)."""
 
@@ -230,15 +334,18 @@ MORE: dict[tuple[str, str], str] = {
     ),
     ("/sessions/{session_id}", "get"): (
         "Its messages, oldest first: the user's (`role` `user`) and the model's answers (`model`). "
-        "`generating` is the stream id of the generation running in it, or null."
+        "`generating` is the stream id of the generation running in it, or null; `queued` the "
+        "stream id of a message waiting behind it (`if_busy: enqueue`), or null."
     ),
     ("/sessions/{session_id}", "delete"): (
-        "The session and its history are gone. A generation running in it is cancelled first: its "
-        "stream ends with an `error` event of code `cancelled`."
+        "The session and its history are gone, and its session streams end. A generation running "
+        "in it, on whichever instance, and a message waiting behind it are cancelled first: their "
+        "streams end with an `error` event of code `cancelled`."
     ),
     ("/sessions/{session_id}/clear", "post"): (
-        "The session (its id, its owner) stays, with no messages. A generation running in it is "
-        "cancelled first: its stream ends with an `error` event of code `cancelled`."
+        "The session (its id, its owner) stays, with no messages. A generation running in it, on "
+        "whichever instance, and a message waiting behind it are cancelled first: their streams "
+        "end with an `error` event of code `cancelled`."
     ),
     ("/stats", "get"): (
         "Counters since this process started, and what it holds now; `cluster` adds up every "
@@ -294,7 +401,10 @@ listening; its events go into the stream's log, and any number of readers read t
 from its own position. `POST /chat/stream` answers with the stream at once; `POST /chat` answers \
 `202` with the stream's `events_url`, for `GET /streams/{{stream_id}}/events` (the way a \
 browser's `EventSource` reads it). Either way a reader whose connection drops reconnects with \
-`Last-Event-ID` and gets exactly the events it missed, then the rest live.
+`Last-Event-ID` and gets exactly the events it missed, then the rest live. \
+`GET /sessions/{{session_id}}/events` follows a whole session instead: every turn, from any \
+client, each opened by a `user_message` event. A message sent while the session is generating \
+is refused (409), queued or made to interrupt the running answer, as its `if_busy` says.
 
 **Streams** (`text/event-stream`) begin with `retry: <ms>`. Each event has `id` (opaque, \
 strictly increasing within the stream: a reader sends the last one back to resume), `event` \
@@ -338,11 +448,20 @@ class SSEOpenAPIProvider(OpenAPIProvider):
         settings = self._app.extensions[EXTENSION].settings
         spec: dict[str, Any] = super().schema()
         components = spec.setdefault("components", {}).setdefault("schemas", {})
-        for name in (*EVENT_SCHEMAS.values(), "ChatRequest", "ChatAccepted", "ErrorBody", "ErrorDetail"):
+        for name in (
+            *SESSION_EVENT_SCHEMAS.values(),
+            "ChatRequest",
+            "ChatAccepted",
+            "ErrorBody",
+            "ErrorDetail",
+        ):
             found = model_schema(getattr(schemas, name), preference=None, schema_mode="serialization")
             components.update(found.pop("$defs", {}))  # nested shapes: their refs point at components
             components[name] = found
         paths = spec.setdefault("paths", {})
+        for operations in paths.values():
+            for operation in operations.values():
+                _whole_summary(operation)
         for (path, method), (summary, description) in EDGE.items():
             paths.setdefault(path, {})[method] = self._edge_operation(path, method, summary, description)
         self._chat_limits(components["ChatRequest"], settings.max_message_chars)
@@ -358,7 +477,8 @@ class SSEOpenAPIProvider(OpenAPIProvider):
                 "scheme": "bearer",
                 "description": "A key of `API_KEYS` or `ADMIN_KEYS`, needed on every route but "
                 "`/health`, `/docs`, `/openapi.json` and `/demo` when the server sets `API_KEYS`. "
-                "`GET /streams/{stream_id}/events` also takes it as `?access_token=`.",
+                "The stream reads (`GET /streams/{stream_id}/events`, `GET /sessions/{session_id}/events`) "
+                "also take it as `?access_token=`.",
             }
         }
         return spec
@@ -391,7 +511,35 @@ class SSEOpenAPIProvider(OpenAPIProvider):
             "/chat": "post_chat",
             "/chat/stream": "post_chat_stream",
             "/streams/{stream_id}/events": "get_stream_events",
+            "/sessions/{session_id}/events": "get_session_events",
+            "/sessions/{session_id}/regenerate": "post_session_regenerate",
         }[path]
+        accepted = {
+            "description": "Accepted: the generation has started (or, with `queued`, waits behind "
+            "the running answer); read it from `events_url`.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatAccepted"}}},
+        }
+        if path == "/sessions/{session_id}/regenerate":
+            operation["parameters"] = [session_parameter(), regenerate_stream_parameter()]
+            operation["responses"] = {
+                "200": event_stream(),
+                "202": {
+                    **accepted,
+                    "description": "Without `?stream=true`: the new generation has "
+                    "started; read it from `events_url`.",
+                },
+            }
+            return operation
+        if path == "/sessions/{session_id}/events":
+            header, query_id, token = stream_parameters()[1:4]
+            header["description"] = (
+                "Resume after this event id (a turn and a place in it): what follows it is replayed, "
+                "then the stream goes on live. Absent or empty: from the turn being generated (or "
+                "waiting), else from the next turn."
+            )
+            operation["parameters"] = [session_parameter(), header, query_id, token]
+            operation["responses"] = {"200": event_stream(SESSION_EVENT_SCHEMAS, SESSION_STREAM_EXAMPLE)}
+            return operation
         if method == "post":
             operation["requestBody"] = {
                 "required": True,
@@ -403,19 +551,19 @@ class SSEOpenAPIProvider(OpenAPIProvider):
                             "next turn": {
                                 "value": {"message": "And then?", "session_id": "3f2a9c0e" + "0" * 24}
                             },
+                            "after the running answer": {
+                                "value": {
+                                    "message": "And then?",
+                                    "session_id": "3f2a9c0e" + "0" * 24,
+                                    "if_busy": "enqueue",
+                                }
+                            },
                         },
                     }
                 },
             }
         if path == "/chat":
-            operation["responses"] = {
-                "202": {
-                    "description": "Accepted: the generation has started; read it from `events_url`.",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/ChatAccepted"}}
-                    },
-                }
-            }
+            operation["responses"] = {"202": accepted}
             return operation
         operation["responses"] = {"200": event_stream()}
         if method == "get":
@@ -432,6 +580,16 @@ class SSEOpenAPIProvider(OpenAPIProvider):
         fields = request["properties"]
         fields["message"].update(minLength=1, maxLength=max_chars, pattern=r"\S")
         fields["session_id"]["anyOf"][0].update(minLength=1)
+
+
+def _whole_summary(operation: dict[str, Any]) -> None:
+    """quart-schema takes a docstring's first line as the summary: a first sentence that runs
+    on to the next lines is joined back, and the description starts after it."""
+    description = operation.get("description") or ""
+    if operation.get("summary") and description and not description.startswith("\n"):
+        more, _, rest = description.partition("\n\n")
+        operation["summary"] = " ".join([operation["summary"], *more.split()])
+        operation["description"] = rest
 
 
 def refusal(status: int, found: Codes) -> dict[str, Any]:
@@ -455,20 +613,23 @@ def refusal(status: int, found: Codes) -> dict[str, Any]:
     return response
 
 
-def event_stream() -> dict[str, Any]:
-    """The ``200`` response of both streaming routes: one SSE stream, its events' shapes."""
+def event_stream(schemas: dict[str, str] = EVENT_SCHEMAS, example: str = STREAM_EXAMPLE) -> dict[str, Any]:
+    """The ``200`` response of a streaming route: one SSE stream, its events' shapes
+    (``schemas``: event type to schema name; ``example``: the stream as sent)."""
+    session = "reset" in schemas  # the session stream: its reset has no id
     data = {
-        "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in EVENT_SCHEMAS.values()],
+        "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in schemas.values()],
         "discriminator": {
             "propertyName": "type",
-            "mapping": {kind: f"#/components/schemas/{name}" for kind, name in EVENT_SCHEMAS.items()},
+            "mapping": {kind: f"#/components/schemas/{name}" for kind, name in schemas.items()},
         },
     }
+    shown = "A turn, as sent" if session else "A short answer, as sent"
     return {
         "description": "The stream (Server-Sent Events). It begins with `retry: 2000` (`SSE_RETRY_MS`); "
         "each event has `id`, `event` (equal to `data.type`) and `data`, one line of JSON shaped as "
         "the schema of its type; a quiet stream carries `: ping` comments. The schema below "
-        "describes one event. A short answer, as sent:\n\n```\n" + STREAM_EXAMPLE + "\n```",
+        f"describes one event. {shown}:\n\n```\n" + example + "\n```",
         "headers": {
             "Cache-Control": {
                 "description": "No cache keeps a copy.",
@@ -492,15 +653,20 @@ def event_stream() -> dict[str, Any]:
                     "title": "ServerSentEvent",
                     "description": "One event of the stream.",
                     "type": "object",
-                    "required": ["id", "event", "data"],
+                    "required": ["event", "data"] if session else ["id", "event", "data"],
                     "properties": {
                         "id": {
                             "type": "string",
                             "pattern": EVENT_ID_PATTERN,
-                            "description": "Strictly increasing within the stream; send the last one "
-                            "received back as `Last-Event-ID` to resume after it.",
+                            "description": (
+                                "`turn × 1000000000 + k` (`k` = 0: the turn's `user_message`; `k` ≥ 1: "
+                                "event `k` of its stream), strictly increasing; absent on `reset` only. "
+                                if session
+                                else "Strictly increasing within the stream; "
+                            )
+                            + "send the last one received back as `Last-Event-ID` to resume after it.",
                         },
-                        "event": {"enum": list(EVENT_SCHEMAS), "description": "Equal to `data.type`."},
+                        "event": {"enum": list(schemas), "description": "Equal to `data.type`."},
                         "data": {
                             "type": "string",
                             "description": "One line of JSON, one of the event schemas (by `type`).",
@@ -514,8 +680,32 @@ def event_stream() -> dict[str, Any]:
     }
 
 
+def session_parameter() -> dict[str, Any]:
+    """The ``session_id`` path parameter of the edge's session routes."""
+    return {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "From `POST /sessions/new`, `POST /chat`'s answer or `session_info`.",
+    }
+
+
+def regenerate_stream_parameter() -> dict[str, Any]:
+    """The ``stream`` query parameter of ``POST /sessions/{session_id}/regenerate``."""
+    return {
+        "name": "stream",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "boolean", "default": False},
+        "description": "`true` (or `1`): answer with the stream itself, as `POST /chat/stream`; "
+        "`false` (or `0`, or absent): `202` with the stream to read, as `POST /chat`.",
+    }
+
+
 def stream_parameters() -> list[dict[str, Any]]:
-    """The parameters of ``GET /streams/{stream_id}/events``."""
+    """The parameters of ``GET /streams/{stream_id}/events`` (the path's, the two ways to give
+    ``Last-Event-ID``, ``access_token``)."""
     event_id = {"type": "string", "pattern": EVENT_ID_PATTERN}
     return [
         {

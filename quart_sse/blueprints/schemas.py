@@ -30,6 +30,13 @@ class ChatRequest:
     session_id: str | None = None
     """The session to continue (from ``session_info``, ``POST /chat`` or ``POST /sessions/new``);
     null or absent: a new session."""
+    if_busy: Literal["reject", "enqueue", "interrupt"] | None = None
+    """What to do when the session is generating an answer: ``reject`` (null or absent: the
+    default) refuses with 409 ``generation_running``; ``enqueue`` accepts the message at once
+    and starts its answer when the running one ends (one waiting message per session: a second
+    gets 409); ``interrupt`` cancels the running answer wherever it runs (its stream ends with
+    ``error`` code ``interrupted``, its partial answer kept) and drops a waiting message, then
+    starts this one.  On a session that is not generating, all three start at once."""
 
 
 @with_config(DOCUMENTED)
@@ -43,6 +50,9 @@ class ChatAccepted:
     """The generation's stream."""
     events_url: str
     """Where to read the stream: ``/streams/{stream_id}/events``."""
+    queued: bool = False
+    """Present (true) when the message waits behind the session's running answer
+    (``if_busy=enqueue``): its stream can be read now and starts when that answer ends."""
 
 
 @with_config(DOCUMENTED)
@@ -67,11 +77,17 @@ class ErrorBody:
 @with_config(DOCUMENTED)
 @dataclass
 class CancelResult:
-    """The cancel is done: the stream ends, or had already ended."""
+    """The cancel is done: the stream has ended (this answer comes once it has, on whichever
+    instance it ran)."""
 
     stream_id: str
     cancelled: bool
-    """True when this request stopped the generation; false when it had already ended."""
+    """True when this request stopped the generation, or took a waiting (``if_busy=enqueue``)
+    message out of the queue; false when the stream had already ended (cancelling again is
+    harmless)."""
+    status: str | None
+    """How the stream ended: ``complete``, or the code of its final ``error`` event
+    (``cancelled`` after a cancel); null when the server no longer holds its end."""
 
 
 @with_config(DOCUMENTED)
@@ -173,6 +189,9 @@ class SessionDetail:
     messages: list[MessageOut]
     generating: str | None = None
     """The stream id of the generation running in the session; null when none runs."""
+    queued: str | None = None
+    """The stream id of a message waiting behind the running answer (``if_busy=enqueue``); null
+    when none waits."""
 
 
 @with_config(DOCUMENTED)
@@ -282,7 +301,12 @@ class ServerInfo:
 
 
 # The events of a stream (``text/event-stream``): each is one SSE event whose ``event``
-# field equals ``type`` and whose ``data`` is this object as one line of JSON.
+# field equals ``type`` and whose ``data`` is this object as one line of JSON.  The session
+# stream (``GET /sessions/{session_id}/events``) carries the same events, each with the
+# ``stream_id`` of its turn, between ``user_message`` events (and a ``reset`` when it must).
+
+TurnStream = Annotated[str | SkipJsonSchema[None], Field(json_schema_extra=_no_default)]
+"""A ``stream_id`` that only the session stream's events carry (absent elsewhere)."""
 
 
 @with_config(DOCUMENTED)
@@ -308,10 +332,17 @@ class StatusEvent:
 
     type: Literal["status"]
     message: str
-    """``Generating response...``"""
+    """``Generating response...`` (for a message that waited: ``Generating response (queued 2.4 s
+    behind the answer before it)...``)"""
     context_messages: int
     """Messages of history sent to the model (the latest that fit in CONTEXT_MAX_CHARS), this
     message included."""
+    queued: bool = False
+    """Present (true) when the message waited behind the answer before it (``if_busy=enqueue``)."""
+    waited: Annotated[float | SkipJsonSchema[None], Field(json_schema_extra=_no_default)] = None
+    """With ``queued``: the seconds it waited, from its acceptance to its start."""
+    stream_id: TurnStream = None
+    """On the session stream only: the turn's stream."""
 
 
 @with_config(DOCUMENTED)
@@ -326,6 +357,8 @@ class ChunkEvent:
     is_final: bool
     """True on the last chunk where the model tells it in advance (the offline model does);
     ``complete`` is always the end marker."""
+    stream_id: TurnStream = None
+    """On the session stream only: the turn's stream."""
 
 
 @with_config(DOCUMENTED)
@@ -341,6 +374,8 @@ class CompleteEvent:
     """Messages in the session with this answer."""
     finish_reason: str
     """``stop``, or the model's reason: ``max_tokens``, ``safety``, ``recitation``..."""
+    stream_id: TurnStream = None
+    """On the session stream only: the turn's stream."""
 
 
 @with_config(DOCUMENTED)
@@ -363,9 +398,49 @@ class ErrorEvent:
         "store_unavailable",
     ]
     """``cancelled``: POST /streams/{id}/cancel (or the session deleted or cleared);
-    ``interrupted``: the generating instance died or shut down; ``rate_limited`` and
+    ``interrupted``: the generating instance died or shut down, or a newer message came with
+    ``if_busy=interrupt``; ``rate_limited`` and
     ``model_unavailable``: the model said 429 / 5xx (or could not be reached) on every retry;
     ``auth``: the model refused the key; ``model_error``: any other model failure, also
     mid-answer; ``timeout``: the model went silent for MODEL_TIMEOUT seconds;
     ``store_unavailable``: Redis was lost."""
     session_id: str
+    stream_id: TurnStream = None
+    """On the session stream only: the turn's stream."""
+
+
+@with_config(DOCUMENTED)
+@dataclass
+class UserMessageEvent:
+    """Session stream only: a turn begins, a message the session accepted (from any client,
+    on any instance); that turn's events follow, each with this ``stream_id``."""
+
+    type: Literal["user_message"]
+    session_id: str
+    stream_id: str
+    """The stream of the turn's answer (``GET /streams/{stream_id}/events`` reads it alone)."""
+    turn: int
+    """The session's turns counted from 1, never reused (a clear keeps counting)."""
+    content: str
+    """The user's message text (the same as ``message.content``)."""
+    message: MessageOut
+    """The user's message (for a regenerate: the message answered again)."""
+    queued: bool = False
+    """Present (true) when the message waits behind the running answer (``if_busy=enqueue``)."""
+    regenerate: bool = False
+    """Present (true) for ``POST /sessions/{session_id}/regenerate``: the last answer is being
+    replaced, and the message is not a new one."""
+
+
+@with_config(DOCUMENTED)
+@dataclass
+class ResetEvent:
+    """Session stream only, with no ``id``: a resume asked for events the server no longer
+    holds (the turn's stream is past STREAM_RETENTION, or the turn is older than the session's
+    last 100).  Reload the session (``GET /sessions/{session_id}``); the stream goes on from
+    the turn being generated, else the next."""
+
+    type: Literal["reset"]
+    session_id: str
+    message: str
+    """For people: what happened and what to do."""

@@ -129,6 +129,7 @@ async def get_session(session_id: str) -> dict[str, object]:
         "ai_messages": len(messages) - users,
         "messages": [m.to_json() for m in messages],
         "generating": session.generating,
+        "queued": session.queued,
     }
 
 
@@ -136,10 +137,11 @@ async def get_session(session_id: str) -> dict[str, object]:
 @document_response(SessionDeleted)
 @document_response(ErrorBody, 404)
 async def delete_session(session_id: str) -> dict[str, str]:
-    """Delete a session; a generation running in it is cancelled first."""
+    """Delete a session; a generation running in it (on any instance) and a message queued
+    in it are cancelled first.  Its session streams end."""
     rt = engine()
-    await _session(session_id)
-    await rt.generations.cancel_session(session_id)
+    session = await _session(session_id)
+    await rt.control.cancel_session(session_id, session.generating, session.queued)
     if not await rt.store.delete_session(session_id):
         raise codes.SessionNotFound(session_id)
     return {"deleted": session_id}
@@ -149,10 +151,11 @@ async def delete_session(session_id: str) -> dict[str, str]:
 @document_response(SessionCleared)
 @document_response(ErrorBody, 404)
 async def clear_session(session_id: str) -> dict[str, object]:
-    """Forget a session's history; a generation running in it is cancelled first."""
+    """Forget a session's history; a generation running in it (on any instance) and a
+    message queued in it are cancelled first."""
     rt = engine()
-    await _session(session_id)
-    await rt.generations.cancel_session(session_id)
+    session = await _session(session_id)
+    await rt.control.cancel_session(session_id, session.generating, session.queued)
     if not await rt.store.clear_session(session_id):
         raise codes.SessionNotFound(session_id)
     return {"session_id": session_id, "message_count": 0}

@@ -12,13 +12,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from quart_sse import codes
 from quart_sse.config import Settings
 from quart_sse.engine.channel import Channel, LogWriter
 from quart_sse.ids import new_id
 from quart_sse.metrics import Stats
-from quart_sse.models import Message, Session, now_iso
+from quart_sse.models import Message, Promoted, Session, now_iso
 from quart_sse.providers.base import FinishReason, LastPiece, Provider, ProviderError
 from quart_sse.sse import encode_chunk, encode_event
 from quart_sse.stores.base import Store
@@ -62,6 +63,26 @@ def events_url(stream_id: str) -> str:
     return f"/streams/{stream_id}/events"
 
 
+def status_event(context: int, waited: float | None) -> dict[str, object]:
+    """The ``status`` event that opens an answer; one queued behind the answer before it
+    (``if_busy=enqueue``) says so, and how long it waited (s)."""
+    if waited is None:
+        return {"type": "status", "message": "Generating response...", "context_messages": context}
+    return {
+        "type": "status",
+        "message": f"Generating response (queued {waited:.1f} s behind the answer before it)...",
+        "context_messages": context,
+        "queued": True,
+        "waited": round(waited, 3),
+    }
+
+
+def seconds_since(timestamp: str) -> float:
+    """Seconds from an ISO 8601 time (``now_iso``) to now; 0 if it is in the future."""
+    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return max(0.0, (datetime.now(UTC) - moment).total_seconds())
+
+
 @dataclass
 class Outcome:
     """How a generation ended, for the console and the statistics."""
@@ -79,6 +100,7 @@ class Generation:
         "_deadline_handle",
         "_last_piece",
         "cancel_code",
+        "cancel_message",
         "channel",
         "chunks",
         "client",
@@ -89,6 +111,7 @@ class Generation:
         "started",
         "stream_id",
         "task",
+        "waited",
     )
 
     def __init__(
@@ -108,6 +131,8 @@ class Generation:
         self.message_preview = preview
         self.task: asyncio.Task[None] | None = None
         self.cancel_code: str | None = None
+        self.cancel_message = ""
+        self.waited: float | None = None  # seconds it was queued behind the answer before it
         self.chunks = 0
         self.started = time.monotonic()
         self.finishing = False
@@ -119,11 +144,13 @@ class Generation:
         if self.task is not None:
             await asyncio.wait({self.task})
 
-    def cancel(self, code: str) -> bool:
-        """Stop the model; the stream ends with an ``error`` event of ``code``."""
+    def cancel(self, code: str, message: str = "") -> bool:
+        """Stop the model; the stream ends with an ``error`` event of ``code`` (and
+        ``message``, else the code's usual one)."""
         if self.task is None or self.finishing or self.cancel_code is not None:
             return False
         self.cancel_code = code
+        self.cancel_message = message
         self.task.cancel()
         return True
 
@@ -168,37 +195,67 @@ class Generations:
         """How many generations of the client ``client_key`` run here."""
         return self.by_client.get(client_key, 0)
 
-    async def start(self, session: Session, message: str, client: str, client_key: str = "") -> Generation:
+    async def start(
+        self,
+        session: Session,
+        message: str,
+        client: str,
+        client_key: str = "",
+        *,
+        regenerate: bool = False,
+    ) -> Generation:
         """Begin answering ``message`` in ``session`` for ``client`` (an address, for the
         console; ``client_key``: who it counts against); the caller has made every check.
 
+        ``regenerate``: answer the session's last user message again (``message`` is
+        ignored), its trailing answers dropped from the history.
+
         Raises ``GenerationRunning`` if another request took the session's slot first,
-        ``SessionNotFound`` if the session went meanwhile.
+        ``SessionNotFound`` if the session went meanwhile, ``NothingToRegenerate``.
         """
         stream_id = new_id()
         first = Message("user", message, now_iso())
-        await self.store.begin_generation(session.session_id, stream_id, first)
+        await self.store.begin_generation(session.session_id, stream_id, first, regenerate=regenerate)
+        history = list(session.messages)
+        if regenerate:
+            while history and history[-1].role != "user":
+                history.pop()
+            if history:
+                first = history[-1]
+        elif not history or history[-1] is not first:  # a store that keeps no live Session object
+            history.append(first)
+        return self._launch(stream_id, session.session_id, history, first.content, client, client_key)
+
+    def _launch(
+        self,
+        stream_id: str,
+        session_id: str,
+        history: list[Message],
+        message: str,
+        client: str,
+        client_key: str,
+        waited: float | None = None,
+    ) -> Generation:
+        """Start the task of a generation whose slot the store gave it."""
         preview = message if len(message) <= 80 else message[:79] + "…"
         channel = self.writer.open(stream_id, QUEUE_SIZE)
-        generation = Generation(stream_id, session.session_id, channel, client, preview, client_key)
+        generation = Generation(stream_id, session_id, channel, client, preview, client_key)
+        generation.waited = waited
         self.running[stream_id] = generation
-        self.by_session[session.session_id] = generation
+        self.by_session[session_id] = generation
         self.by_client[client_key] = self.by_client.get(client_key, 0) + 1
         self.stats.streams_started += 1
         self.stats.streams_active += 1
-        history = list(session.messages)
-        if not history or history[-1] is not first:  # a store that keeps no live Session object
-            history.append(first)
         history = latest_that_fit(history, self.settings.context_max_chars)
         generation.task = asyncio.create_task(self._run(generation, history), name=f"generation-{stream_id}")
         if self._on_start is not None:
             self._on_start(generation, len(self.running))
         return generation
 
-    async def cancel(self, stream_id: str, code: str = codes.CANCELLED) -> bool:
+    async def cancel(self, stream_id: str, code: str = codes.CANCELLED, message: str = "") -> bool:
         """Cancel a running generation and wait until its final event is in the stream."""
         generation = self.running.get(stream_id)
-        if generation is None or not generation.cancel(code):
+        if generation is None or not generation.cancel(code, message):
             return False
         await generation.wait()
         return True
@@ -209,9 +266,15 @@ class Generations:
             await self.cancel(generation.stream_id)
 
     async def cancel_all(self, code: str) -> None:
-        for generation in list(self.running.values()):
-            generation.cancel(code)
-        await asyncio.gather(*(g.wait() for g in list(self.running.values())))
+        """Cancel every running generation with ``code`` and wait for their final events.
+
+        Again until none runs: a generation that ends hands its slot to the message queued
+        behind it (``if_busy=enqueue``), which starts then, and is cancelled in the next round.
+        """
+        while self.running:
+            for generation in list(self.running.values()):
+                generation.cancel(code)
+            await asyncio.gather(*(g.wait() for g in list(self.running.values())))
 
     # The generation task ------------------------------------------------------------------
 
@@ -245,16 +308,7 @@ class Generations:
                     },
                 )
             )
-            await channel.put(
-                encode_event(
-                    2,
-                    {
-                        "type": "status",
-                        "message": "Generating response...",
-                        "context_messages": len(history),
-                    },
-                )
-            )
+            await channel.put(encode_event(2, status_event(len(history), gen.waited)))
             held = ""  # a high surrogate that ended the last piece, for the next one
             async for piece in self.provider.stream(history):
                 gen._last_piece = loop.time()
@@ -290,7 +344,7 @@ class Generations:
             gen.chunks = number
         except asyncio.CancelledError:
             status = gen.cancel_code or codes.INTERRUPTED
-            error_message = {
+            error_message = gen.cancel_message or {
                 codes.CANCELLED: "generation cancelled",
                 codes.TIMEOUT: f"the model sent nothing for {timeout:g} s",
                 codes.INTERRUPTED: "the server stopped this generation before the end",
@@ -334,12 +388,13 @@ class Generations:
         stats = self.stats
         seconds = time.monotonic() - gen.started
         answer = "".join(parts)
+        promoted: Promoted | None = None
+        saved = None
         try:
             message_count = len(history)
-            saved = None
             if status == "complete" or answer:
                 saved = Message("model", answer, now_iso(), interrupted=status != "complete")
-            count = await self.store.save_answer(gen.session_id, gen.stream_id, saved)
+            count, promoted = await self.store.end_generation(gen.session_id, gen.stream_id, saved)
             message_count = count if count is not None else len(history) + (saved is not None)
         except codes.StoreUnavailable as exc:
             log.warning("could not save the answer of stream %s: %s", gen.stream_id, exc)
@@ -373,3 +428,15 @@ class Generations:
         await gen.channel.put(encode_event(event_id, final), final=True)
         if self._on_end is not None:
             self._on_end(gen, Outcome(status, chunks, seconds, error_message))
+        if promoted is not None:
+            # The message queued behind this answer took the slot: it starts here, now.
+            context = [*history, *([saved] if saved is not None else []), promoted.message]
+            self._launch(
+                promoted.stream_id,
+                gen.session_id,
+                context,
+                promoted.message.content,
+                "queued",
+                promoted.client_key,
+                seconds_since(promoted.message.timestamp),
+            )

@@ -27,9 +27,11 @@ from collections.abc import Callable
 from quart_sse import codes
 from quart_sse.config import Settings
 from quart_sse.engine.channel import LogWriter
+from quart_sse.engine.control import Control
 from quart_sse.engine.generation import Generation, Generations, Outcome
 from quart_sse.engine.hub import Hub
 from quart_sse.engine.pump import Delivery, Responses
+from quart_sse.engine.session_feed import SessionFeed
 from quart_sse.engine.transport import ASGISend
 from quart_sse.metrics import Stats
 from quart_sse.models import StreamInfo
@@ -73,6 +75,10 @@ class Engine:
             heartbeat=settings.heartbeat_interval,
             send_timeout=settings.send_timeout,
         )
+        self.sessions = SessionFeed(store, self.hub, self.delivery)
+        # A cancel asked elsewhere waits for the owner: its lease lapses within three
+        # heartbeats if it died (then the stream is closed), so that bounds the wait.
+        self.control = Control(store, self.generations, 3 * settings.heartbeat_interval + 5)
         self.responses = Responses()
         self.counters: list[Callable[[], dict[str, int]]] = []
         """Figures of the layers around the engine (the edge's limits), for /stats."""
@@ -91,6 +97,20 @@ class Engine:
         self.responses.add(task)
         try:
             await self.delivery.pump(send, info, after)
+        except asyncio.CancelledError:
+            if not self.responses.ended_by_drain(task):
+                raise
+        finally:
+            self.responses.discard(task)
+
+    async def session_stream(self, send: ASGISend, session_id: str, after: int | None) -> None:
+        """Write the session stream of ``session_id`` after ``after`` (a session stream id;
+        None: from the present) to ``send``, until the session is deleted (or the drain)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.responses.add(task)
+        try:
+            await self.sessions.pump(send, session_id, after)
         except asyncio.CancelledError:
             if not self.responses.ended_by_drain(task):
                 raise

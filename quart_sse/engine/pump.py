@@ -26,7 +26,11 @@ from quart_sse.stores.base import Store, Tail
 
 log = logging.getLogger("quart_sse.engine")
 
-CLOSED_MESSAGES = {codes.INTERRUPTED: "the generating instance stopped before the end"}
+CLOSED_MESSAGES = {
+    codes.INTERRUPTED: "stopped before the end: its instance stopped, or a newer message interrupted it",
+    codes.CANCELLED: "generation cancelled",
+}
+"""The message of the ``error`` event of a stream closed by its store mark, not by its generation."""
 
 
 def final_error(event_id: int, code: str, message: str, session_id: str) -> bytes:
@@ -82,7 +86,7 @@ class Delivery:
             first = retry_frame(self.retry_ms) + self._body(info, after, tail)
             # The first write goes through ASGI (the response head goes with it), and like
             # every write it is cut when the reader takes nothing for SEND_TIMEOUT.
-            if not await self._write(ASGITransport(send), first):
+            if not await self.write_body(ASGITransport(send), first):
                 open_transport(send).abort()  # the socket, where it can be reached: a reset
                 return
             reader = Reader(after + len(tail.frames), open_transport(send, self.send_timeout), loop.time())
@@ -114,7 +118,7 @@ class Delivery:
                     if finished or loop.time() < reader.last_write + self.heartbeat * 0.999:
                         continue
                     body = PING
-                if not await self._write(reader.transport, body):
+                if not await self.write_body(reader.transport, body):
                     return
                 reader.last_write = loop.time()
         except codes.StoreUnavailable as exc:
@@ -136,7 +140,7 @@ class Delivery:
             body += final_error(after + len(tail.frames) + 1, tail.closed, message, info.session_id)
         return body
 
-    async def _write(self, transport: ASGITransport, body: bytes) -> bool:
+    async def write_body(self, transport: ASGITransport, body: bytes) -> bool:
         """One body write: direct when the socket takes it, else through ASGI, for up to
         ``send_timeout`` s; False when the reader made no progress that long (it is cut)."""
         if transport.write(body):

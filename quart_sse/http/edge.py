@@ -29,7 +29,7 @@ from quart_sse import codes
 from quart_sse.engine import Engine, events_url
 from quart_sse.http.access import RAW_SEND
 from quart_sse.http.auth import Keys
-from quart_sse.http.chat import body_too_large, start_generation
+from quart_sse.http.chat import Accepted, body_too_large, start_generation, start_regeneration
 from quart_sse.http.cors import CORS
 from quart_sse.http.errors import send_error
 from quart_sse.http.limits import NO_SLOT, Client, Limits, StreamSlot
@@ -207,11 +207,20 @@ class Edge:
         """``POST /chat``: 202 with the stream to read (for EventSource clients)."""
         engine = self.engine
         raw = await self._body(scope, receive)
-        generation = await start_generation(engine, self.limits, raw, scope[CLIENT], scope[CALLER])
-        stream_id = generation.stream_id
-        body = json.dumps(
-            {"session_id": generation.session_id, "stream_id": stream_id, "events_url": events_url(stream_id)}
-        ).encode()
+        accepted = await start_generation(engine, self.limits, raw, scope[CLIENT], scope[CALLER])
+        await self._accepted(scope, send, accepted)
+
+    async def _accepted(self, scope: Scope, send: Send, accepted: Accepted) -> None:
+        """202 with the stream of the answer (``queued``: it starts after the running one)."""
+        stream_id = accepted.stream_id
+        answer: dict[str, object] = {
+            "session_id": accepted.session_id,
+            "stream_id": stream_id,
+            "events_url": events_url(stream_id),
+        }
+        if accepted.queued:
+            answer["queued"] = True
+        body = json.dumps(answer).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send(
             {"type": "http.response.start", "status": 202, "headers": headers + self.cors.headers(scope)}
@@ -224,9 +233,64 @@ class Edge:
         raw = await self._body(scope, receive)
         client: Client = scope[CLIENT]
         slot = self.limits.slot(client)
-        generation = await start_generation(engine, self.limits, raw, client, scope[CALLER], slot)
-        info = StreamInfo(generation.stream_id, generation.session_id, False, 0, owner=scope[CALLER].owner)
+        accepted = await start_generation(engine, self.limits, raw, client, scope[CALLER], slot)
+        info = StreamInfo(accepted.stream_id, accepted.session_id, False, 0, owner=scope[CALLER].owner)
         await self._respond(scope, receive, send, info, 0, slot)
+
+    async def regenerate(self, scope: Scope, receive: Receive, send: Send, params: dict[str, str]) -> None:
+        """``POST /sessions/{id}/regenerate``: the last answer again, as ``POST /chat`` (202
+        with the stream) or, with ``?stream=true``, as ``POST /chat/stream`` (the stream)."""
+        await self._body(scope, receive)  # any body is ignored
+        raw = query(scope).get("stream", "false") if scope.get("query_string") else "false"
+        if raw not in ("true", "false", "1", "0"):
+            raise codes.Refused(
+                codes.INVALID_REQUEST, f"query parameter 'stream' must be true or false, not {raw[:40]!r}"
+            )
+        client: Client = scope[CLIENT]
+        streaming = raw in ("true", "1")
+        slot = self.limits.slot(client) if streaming else NO_SLOT
+        accepted = await start_regeneration(
+            self.engine, self.limits, params["session_id"], client, scope[CALLER], slot
+        )
+        if not streaming:
+            return await self._accepted(scope, send, accepted)
+        info = StreamInfo(accepted.stream_id, accepted.session_id, False, 0, owner=scope[CALLER].owner)
+        await self._respond(scope, receive, send, info, 0, slot)
+
+    async def session_events(
+        self, scope: Scope, receive: Receive, send: Send, params: dict[str, str]
+    ) -> None:
+        """``GET /sessions/{id}/events``: the session stream, after ``Last-Event-ID`` (else
+        from the turn being generated, or the next), until the session is deleted."""
+        engine = self.engine
+        session_id = params["session_id"]
+        await self._body(scope, receive)
+        after = self._last_event_id(scope)
+        session = await engine.store.get_session(session_id)
+        if session is None or not scope[CALLER].sees(session.owner):
+            raise codes.SessionNotFound(session_id)
+        if scope["method"] == "HEAD":
+            headers = SSE_HEADERS + self.cors.headers(scope)
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        slot = self.limits.slot(scope[CLIENT])
+        slot.acquire()  # 429 past MAX_STREAMS_PER_CLIENT
+        raw_send = scope.get(RAW_SEND, send)  # the server's own send: the direct socket path
+        await self._respond(
+            scope, receive, send, None, 0, slot, lambda: engine.session_stream(raw_send, session_id, after)
+        )
+
+    @staticmethod
+    def _last_event_id(scope: Scope) -> int | None:
+        """The ``Last-Event-ID`` header (or ``last_event_id`` query parameter); 400 when malformed."""
+        raw = header(scope, b"last-event-id")
+        if raw is None:
+            raw = query(scope).get("last_event_id")
+        try:
+            return parse_last_event_id(raw)
+        except ValueError as exc:
+            raise codes.Refused(codes.INVALID_LAST_EVENT_ID, f"malformed Last-Event-ID: {exc}") from None
 
     async def stream_events(self, scope: Scope, receive: Receive, send: Send, params: dict[str, str]) -> None:
         """``GET /streams/{id}/events``: replay after ``Last-Event-ID``, then live; 204 when
@@ -234,13 +298,7 @@ class Edge:
         engine = self.engine
         stream_id = params["stream_id"]
         await self._body(scope, receive)  # a GET's (empty) body
-        raw = header(scope, b"last-event-id")
-        if raw is None:
-            raw = query(scope).get("last_event_id")
-        try:
-            after = parse_last_event_id(raw) or 0
-        except ValueError as exc:
-            raise codes.Refused(codes.INVALID_LAST_EVENT_ID, f"malformed Last-Event-ID: {exc}") from None
+        after = self._last_event_id(scope) or 0
         info = await engine.store.get_stream(stream_id)
         if info is None or not scope[CALLER].sees(info.owner):
             raise codes.StreamNotFound(stream_id)
@@ -263,11 +321,13 @@ class Edge:
         scope: Scope,
         receive: Receive,
         send: Send,
-        info: StreamInfo,
+        info: StreamInfo | None,
         after: int,
         slot: StreamSlot = NO_SLOT,
+        body: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """The SSE response; a disconnect cancels it at once, wherever it waits.
+        """The SSE response of the stream ``info`` after ``after`` (or whatever ``body``
+        writes); a disconnect cancels it at once, wherever it waits.
 
         ``slot`` (the client's place under MAX_STREAMS_PER_CLIENT) is released when it ends.
         """
@@ -286,8 +346,12 @@ class Edge:
         headers = SSE_HEADERS + self.cors.headers(scope) if self.cors.enabled else SSE_HEADERS
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            # The server's own send, for the engine's direct socket path (quart_sse.http.access).
-            await self.engine.stream(scope.get(RAW_SEND, send), info, after)
+            if body is not None:
+                await body()
+            else:
+                assert info is not None
+                # The server's own send, for the engine's direct socket path (quart_sse.http.access).
+                await self.engine.stream(scope.get(RAW_SEND, send), info, after)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone:
@@ -305,7 +369,18 @@ Edge.ROUTES = (
         re.compile(r"/streams/(?P<stream_id>[^/]+)/events"),
         {"GET": Edge.stream_events, "HEAD": Edge.stream_events},
     ),
+    (
+        re.compile(r"/sessions/(?P<session_id>[^/]+)/events"),
+        {"GET": Edge.session_events, "HEAD": Edge.session_events},
+    ),
+    (re.compile(r"/sessions/(?P<session_id>[^/]+)/regenerate"), {"POST": Edge.regenerate}),
 )
 
-PATHS = ("POST /chat", "POST /chat/stream", "GET /streams/<stream_id>/events")
+PATHS = (
+    "POST /chat",
+    "POST /chat/stream",
+    "GET /streams/<stream_id>/events",
+    "GET /sessions/<session_id>/events",
+    "POST /sessions/<session_id>/regenerate",
+)
 """The edge's routes, as Quart lists its own (for GET /)."""

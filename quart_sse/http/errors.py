@@ -35,6 +35,7 @@ STATUS = {
     codes.METHOD_NOT_ALLOWED: 405,
     codes.BODY_TIMEOUT: 408,
     codes.GENERATION_RUNNING: 409,
+    codes.NOTHING_TO_REGENERATE: 400,
     codes.SESSION_FULL: 409,
     codes.BODY_TOO_LARGE: 413,
     codes.MESSAGE_TOO_LONG: 413,

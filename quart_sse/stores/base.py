@@ -11,13 +11,13 @@ the readers of streams generated here are served by the engine's hub.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
 
 from quart_sse import codes
-from quart_sse.models import Message, Session, StreamInfo
+from quart_sse.models import Message, Promoted, Session, StreamInfo, TurnLog
 
 TITLE_CHARS = 80
 """A session's title is its first user message, cut to this many characters."""
@@ -27,6 +27,13 @@ LIST_LIMIT = 100
 
 MAX_LIST_LIMIT = 1000
 """The most sessions one page of a listing holds."""
+
+TURNS_KEPT = 100
+"""Turn markers a session's turn log keeps (the latest); a session stream resumed from an
+older turn gets a ``reset``."""
+
+CancelHandler = Callable[[str, str], None]
+"""Told ``(stream_id, code)`` for every cancel an instance publishes (:meth:`Store.publish_cancel`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,18 +170,64 @@ class Store(Protocol):
     async def delete_session(self, session_id: str) -> bool: ...
     async def clear_session(self, session_id: str) -> bool: ...
 
-    async def begin_generation(self, session_id: str, stream_id: str, message: Message) -> None:
-        """Take the session's one generation slot, save the user's ``message``, open the log.
+    async def begin_generation(
+        self, session_id: str, stream_id: str, message: Message, *, regenerate: bool = False
+    ) -> int:
+        """Take the session's one generation slot, save the user's ``message``, open the log,
+        and add the turn to the session's turn log; the turn's number.
+
+        ``regenerate``: the session's trailing answers are dropped and its last user message
+        is answered again (``message`` is not added; the turn carries the session's own).
 
         Raises ``GenerationRunning`` (nothing changed) when another stream holds the slot,
-        ``SessionNotFound`` when the session is gone.
+        ``SessionNotFound`` when the session is gone, ``Refused`` (``nothing_to_regenerate``)
+        when ``regenerate`` finds no user message.
         """
 
     async def save_answer(self, session_id: str, stream_id: str, message: Message | None) -> int | None:
-        """Save the generation's answer (if any) and free the slot; the new history length.
+        """:meth:`end_generation` without the queued message's start (for tests and tools):
+        the new history length."""
 
-        None when the session is gone, or (Redis) when the generation was declared dead.
+    async def end_generation(
+        self, session_id: str, stream_id: str, message: Message | None
+    ) -> tuple[int | None, Promoted | None]:
+        """Save the generation's answer (if any) and free the slot, or hand it to the message
+        queued behind it (its user message saved, its log live and owned by this instance).
+
+        Returns the history length after the answer (None when the session is gone, or
+        (Redis) when the generation was declared dead) and the queued message that now holds
+        the slot, which the caller must start.
         """
+
+    async def enqueue(
+        self, session_id: str, stream_id: str, message: Message, client_key: str = ""
+    ) -> int | None:
+        """Queue ``message`` behind the answer being generated (``if_busy=enqueue``): its log
+        is opened empty and ``queued``, its turn added; the turn's number.
+
+        None when nothing is being generated (nothing changed: start it instead).  Raises
+        ``SessionNotFound``, and ``GenerationRunning`` when a message is queued already.
+        """
+
+    async def cancel_queued(self, stream_id: str, code: str) -> bool:
+        """Take a queued message out of its session's queue; its log ends, closed as ``code``.
+
+        False when ``stream_id`` is not queued (any more: it started, or ended).
+        """
+
+    async def turns(self, session_id: str, after: int) -> TurnLog | None:
+        """The session's turns after turn number ``after`` still held; None for a session
+        this store does not know (and whose deletion it no longer remembers)."""
+
+    async def wait_turns(self, session_id: str, after: int, block: float) -> TurnLog | None:
+        """As :meth:`turns`, but waits up to ``block`` s for a turn (or the session's end)."""
+
+    async def publish_cancel(self, stream_id: str, code: str) -> None:
+        """Ask whichever instance generates ``stream_id`` to end it with ``code`` (Redis:
+        every instance is told; memory: nothing to do, every generation is local)."""
+
+    def listen(self, handler: CancelHandler) -> None:
+        """Call ``handler`` for every cancel published by any instance (from :meth:`connect` on)."""
 
     async def cluster_counts(self) -> dict[str, int] | None:
         """Figures across every instance sharing the store (None: this process only)."""

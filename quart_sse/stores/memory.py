@@ -12,12 +12,14 @@ import time
 from bisect import bisect_left, insort
 from collections.abc import Sequence
 
-from quart_sse.codes import GenerationRunning, SessionNotFound
+from quart_sse.codes import GenerationRunning, MessageQueued, NothingToRegenerate, SessionNotFound
 from quart_sse.ids import PROCESS_INSTANCE
-from quart_sse.models import Message, Session, StreamInfo, now_iso
+from quart_sse.models import Message, Promoted, Session, StreamInfo, Turn, TurnLog, now_iso
 from quart_sse.stores.base import (
     LIST_LIMIT,
+    TURNS_KEPT,
     Append,
+    CancelHandler,
     SessionPage,
     SessionSummary,
     Tail,
@@ -56,13 +58,43 @@ class _Activity:
 
 
 class _Log:
-    __slots__ = ("finished", "frames", "owner", "session_id")
+    __slots__ = ("closed", "finished", "frames", "owner", "queued", "session_id")
 
-    def __init__(self, session_id: str, owner: str | None) -> None:
+    def __init__(self, session_id: str, owner: str | None, queued: Promoted | None = None) -> None:
         self.session_id = session_id
         self.owner = owner
         self.frames: list[bytes] = []
         self.finished = False
+        self.closed: str | None = None
+        self.queued = queued  # the message, while it waits behind the running answer
+
+
+class _Turns:
+    """A session's turn log: the latest :data:`TURNS_KEPT` turns, and who waits for the next."""
+
+    __slots__ = ("ended", "last", "turns", "waiters")
+
+    def __init__(self) -> None:
+        self.turns: list[Turn] = []
+        self.last = 0
+        self.ended = False
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def add(self, turn: Turn) -> None:
+        self.last = turn.number
+        self.turns.append(turn)
+        if len(self.turns) > TURNS_KEPT:
+            del self.turns[0]
+        self.wake()
+
+    def wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def after(self, number: int) -> TurnLog:
+        return TurnLog([t for t in self.turns if t.number > number], self.last, self.ended)
 
 
 class MemoryStore:
@@ -81,6 +113,7 @@ class MemoryStore:
         self._sessions: dict[str, Session] = {}
         self._touched: dict[str, float] = {}
         self._logs: dict[str, _Log] = {}
+        self._turns: dict[str, _Turns] = {}
         self._keys: dict[str, _Key] = {}  # each session's place in the activity indexes
         self._all = _Activity()
         self._owned: dict[str, _Activity] = {}  # by owner id
@@ -162,7 +195,16 @@ class MemoryStore:
         if session is None:
             return False
         self._unindex(session)
+        self._end_turns(session_id)
         return True
+
+    def _end_turns(self, session_id: str) -> None:
+        """The session went: its session streams end (the log is kept for the retention)."""
+        turns = self._turns.get(session_id)
+        if turns is not None:
+            turns.ended = True
+            turns.wake()
+            asyncio.get_running_loop().call_later(self.retention, self._turns.pop, session_id, None)
 
     async def clear_session(self, session_id: str) -> bool:
         session = self._sessions.get(session_id)
@@ -181,25 +223,117 @@ class MemoryStore:
         self._active(session)
         return len(session.messages)
 
-    async def begin_generation(self, session_id: str, stream_id: str, message: Message) -> None:
+    def _turn(self, session_id: str, stream_id: str, message: Message, **flags: bool) -> int:
+        turns = self._turns.get(session_id)
+        if turns is None:
+            turns = self._turns[session_id] = _Turns()
+        turns.add(Turn(turns.last + 1, stream_id, message, **flags))
+        return turns.last
+
+    async def begin_generation(
+        self, session_id: str, stream_id: str, message: Message, *, regenerate: bool = False
+    ) -> int:
         session = self._sessions.get(session_id)
         if session is None:
             raise SessionNotFound(session_id)
         if session.generating is not None:
             raise GenerationRunning(session_id, session.generating)
+        if regenerate:
+            messages = session.messages
+            last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+            if last is None:
+                raise NothingToRegenerate(session_id)
+            del messages[last + 1 :]
+            message = messages[last]
+            session.last_activity = now_iso()
+            self._touched[session_id] = time.monotonic()
+            self._active(session)
+        else:
+            self._add(session, message)
         session.generating = stream_id
-        self._add(session, message)
         self._logs[stream_id] = _Log(session_id, session.owner)
+        return self._turn(session_id, stream_id, message, regenerate=regenerate)
 
     async def save_answer(self, session_id: str, stream_id: str, message: Message | None) -> int | None:
+        return (await self.end_generation(session_id, stream_id, message))[0]
+
+    async def end_generation(
+        self, session_id: str, stream_id: str, message: Message | None
+    ) -> tuple[int | None, Promoted | None]:
         session = self._sessions.get(session_id)
         if session is None:
-            return None
+            return None, None
         if message is not None:
             self._add(session, message)
-        if session.generating == stream_id:
-            session.generating = None
-        return len(session.messages)
+        count = len(session.messages)
+        if session.generating != stream_id:
+            return count, None
+        session.generating = None
+        queued = self._logs.get(session.queued) if session.queued is not None else None
+        session.queued = None
+        if queued is None or queued.queued is None:
+            return count, None
+        promoted, queued.queued = queued.queued, None
+        session.generating = promoted.stream_id
+        self._add(session, promoted.message)
+        return count, promoted
+
+    async def enqueue(
+        self, session_id: str, stream_id: str, message: Message, client_key: str = ""
+    ) -> int | None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise SessionNotFound(session_id)
+        if session.generating is None:
+            return None
+        if session.queued is not None:
+            raise MessageQueued(session_id, session.queued)
+        session.queued = stream_id
+        self._logs[stream_id] = _Log(session_id, session.owner, Promoted(stream_id, message, client_key))
+        return self._turn(session_id, stream_id, message, queued=True)
+
+    async def cancel_queued(self, stream_id: str, code: str) -> bool:
+        log = self._logs.get(stream_id)
+        if log is None or log.queued is None:
+            return False
+        log.queued = None
+        session = self._sessions.get(log.session_id)
+        if session is not None and session.queued == stream_id:
+            session.queued = None
+        log.closed = code
+        self._finished(stream_id, log)
+        return True
+
+    async def turns(self, session_id: str, after: int) -> TurnLog | None:
+        turns = self._turns.get(session_id)
+        if turns is None:
+            return TurnLog([], 0) if session_id in self._sessions else None
+        return turns.after(after)
+
+    async def wait_turns(self, session_id: str, after: int, block: float) -> TurnLog | None:
+        found = await self.turns(session_id, after)
+        if found is None or found.turns or found.ended:
+            return found
+        turns = self._turns.get(session_id)
+        if turns is None:
+            turns = self._turns[session_id] = _Turns()
+        waiter = asyncio.get_running_loop().create_future()
+        turns.waiters.append(waiter)
+        try:
+            async with asyncio.timeout(block):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in turns.waiters:
+                turns.waiters.remove(waiter)
+        return await self.turns(session_id, after)
+
+    async def publish_cancel(self, stream_id: str, code: str) -> None:
+        return None  # every generation of a memory store runs in this process
+
+    def listen(self, handler: CancelHandler) -> None:
+        return None
 
     async def cluster_counts(self) -> None:
         return None
@@ -216,6 +350,7 @@ class MemoryStore:
                     del self._sessions[session_id]
                     del self._touched[session_id]
                     self._unindex(session)
+                    self._end_turns(session_id)
 
     # Stream logs -----------------------------------------------------------------------
 
@@ -223,7 +358,9 @@ class MemoryStore:
         log = self._logs.get(stream_id)
         if log is None:
             return None
-        return StreamInfo(stream_id, log.session_id, log.finished, len(log.frames), owner=log.owner)
+        last = len(log.frames) + (log.closed is not None)
+        queued = log.queued is not None
+        return StreamInfo(stream_id, log.session_id, log.finished, last, log.closed, log.owner, queued)
 
     async def append(self, batch: Sequence[Append]) -> None:
         logs = self._logs
@@ -233,8 +370,11 @@ class MemoryStore:
                 continue
             log.frames.extend(item.frames)
             if item.finished:
-                log.finished = True
-                asyncio.get_running_loop().call_later(self.retention, self._expire, item.stream_id, log)
+                self._finished(item.stream_id, log)
+
+    def _finished(self, stream_id: str, log: _Log) -> None:
+        log.finished = True
+        asyncio.get_running_loop().call_later(self.retention, self._expire, stream_id, log)
 
     def _expire(self, stream_id: str, log: _Log) -> None:
         if self._logs.get(stream_id) is log:
@@ -244,7 +384,8 @@ class MemoryStore:
         log = self._logs.get(stream_id)
         if log is None:
             return None
-        return Tail(log.frames[after:], log.finished)
+        closed = log.closed if after <= len(log.frames) else None  # the close mark is event n + 1
+        return Tail(log.frames[after:], log.finished, closed)
 
     async def wait(self, stream_id: str, after: int, block: float) -> Tail | None:
         tail = await self.read(stream_id, after)

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
@@ -30,9 +30,9 @@ from redis.exceptions import ConnectionError, RedisError
 from quart_sse import codes
 from quart_sse.codes import StoreUnavailable
 from quart_sse.ids import PROCESS_INSTANCE
-from quart_sse.models import Message, StreamInfo, now_iso
+from quart_sse.models import Message, Promoted, StreamInfo, Turn, TurnLog, now_iso
 from quart_sse.stores import redis_lua as lua
-from quart_sse.stores.base import Append, Tail, activity_ms, title_of
+from quart_sse.stores.base import Append, CancelHandler, Tail, activity_ms, title_of
 from quart_sse.stores.redis_sessions import PREFIX, RedisSessions
 
 log = logging.getLogger("quart_sse.stores.redis")
@@ -56,6 +56,29 @@ def _tail(entries: Sequence[tuple[bytes, dict[bytes, bytes]]], finished: bool) -
 
 def _dump(message: Message) -> str:
     return json.dumps(message.to_json(), ensure_ascii=False)
+
+
+def _load(raw: bytes) -> Message:
+    return Message(**json.loads(raw))
+
+
+CONTROL = f"{PREFIX}control"
+"""The pub/sub channel on which instances ask each other to cancel a generation."""
+
+
+def _turn_log(entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]], last: int) -> TurnLog:
+    """A turn log's entries (``0-n``: turn n; a field ``x``: the session was deleted)."""
+    turns: list[Turn] = []
+    ended = False
+    for entry_id, fields in entries:
+        if b"x" in fields:
+            ended = True
+            continue
+        number = int(entry_id.split(b"-")[1])
+        flags = fields.get(b"f", b"")
+        turns.append(Turn(number, fields[b"s"].decode(), _load(fields[b"m"]), b"q" in flags, b"r" in flags))
+        last = max(last, number)
+    return TurnLog(turns, last, ended)
 
 
 class RedisStore(RedisSessions):
@@ -85,6 +108,8 @@ class RedisStore(RedisSessions):
         self._redis: Redis | None = None
         self._blocking: Redis | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._on_cancel: CancelHandler | None = None
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -116,14 +141,29 @@ class RedisStore(RedisSessions):
         self._blocking = self._client(self.heartbeat + self.timeout, READER_CONNECTIONS, wait=False)
         self._scripts = {
             name: self._redis.register_script(getattr(lua, name))
-            for name in ("BEGIN", "APPEND", "SAVE", "LOAD", "CHECK", "RENEW", "LIST", "COUNT", "CLEAR")
+            for name in (
+                "BEGIN",
+                "ENQUEUE",
+                "UNQUEUE",
+                "APPEND",
+                "SAVE",
+                "LOAD",
+                "CHECK",
+                "RENEW",
+                "LIST",
+                "COUNT",
+                "CLEAR",
+            )
         }
         self._renewer = asyncio.create_task(self._renew_forever(), name="redis-lease-renewer")
+        if self._on_cancel is not None:
+            self._listener = asyncio.create_task(self._listen_forever(), name="redis-control")
 
     async def aclose(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
+        for task in (self._renewer, self._listener):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for client in (self._redis, self._blocking):
             if client is not None:
                 await client.aclose()
@@ -157,31 +197,112 @@ class RedisStore(RedisSessions):
         with self._guard():
             return await self._scripts[name](args=(*head, *args))
 
-    async def begin_generation(self, session_id: str, stream_id: str, message: Message) -> None:
-        running = await self._run(
+    async def begin_generation(
+        self, session_id: str, stream_id: str, message: Message, *, regenerate: bool = False
+    ) -> int:
+        found = await self._run(
             "BEGIN",
             session_id,
             stream_id,
             int(self.lease * 1000),
             _dump(message),
             title_of(message.content) if message.role == "user" else "",
+            "1" if regenerate else "0",
             now=message.timestamp,
         )
-        if running == -1:
+        if found == -1:
             raise codes.SessionNotFound(session_id)
-        if running is not None:
-            raise codes.GenerationRunning(session_id, bytes(running).decode())
+        if found == -2:
+            raise codes.NothingToRegenerate(session_id)
+        if isinstance(found, bytes):
+            raise codes.GenerationRunning(session_id, found.decode())
         self._owned.add(stream_id)
+        return int(found[0])
 
     async def save_answer(self, session_id: str, stream_id: str, message: Message | None) -> int | None:
-        count = await self._run(
+        return (await self.end_generation(session_id, stream_id, message))[0]
+
+    async def end_generation(
+        self, session_id: str, stream_id: str, message: Message | None
+    ) -> tuple[int | None, Promoted | None]:
+        found = await self._run(
             "SAVE",
             session_id,
             stream_id,
             _dump(message) if message else "",
+            int(self.lease * 1000),
             now=message.timestamp if message else None,
         )
-        return int(count) if count >= 0 else None
+        if not isinstance(found, list):
+            return (int(found) if found >= 0 else None), None
+        count, queued, raw, key = found
+        self._owned.add(queued.decode())
+        return int(count), Promoted(queued.decode(), _load(raw), key.decode())
+
+    async def enqueue(
+        self, session_id: str, stream_id: str, message: Message, client_key: str = ""
+    ) -> int | None:
+        found = await self._run("ENQUEUE", session_id, stream_id, _dump(message), client_key)
+        if found == -1:
+            raise codes.SessionNotFound(session_id)
+        if found == 0:
+            return None
+        if isinstance(found, bytes):
+            raise codes.MessageQueued(session_id, found.decode())
+        return int(found[0])
+
+    async def cancel_queued(self, stream_id: str, code: str) -> bool:
+        return bool(await self._run("UNQUEUE", stream_id, code))
+
+    # Session turn logs and control --------------------------------------------------------
+
+    async def turns(self, session_id: str, after: int) -> TurnLog | None:
+        with self._guard():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xrange(f"{PREFIX}tl:{session_id}", f"0-{after + 1}", "+")
+                pipe.hget(f"{PREFIX}s:{session_id}", "turns")
+                entries, last = await pipe.execute()
+        log = _turn_log(entries, int(last or 0))
+        if last is None and not log.ended and not await self._exists(session_id):
+            return None
+        return log
+
+    async def _exists(self, session_id: str) -> bool:
+        with self._guard():
+            return bool(await self.redis.exists(f"{PREFIX}s:{session_id}"))
+
+    async def wait_turns(self, session_id: str, after: int, block: float) -> TurnLog | None:
+        assert self._blocking is not None
+        with self._guard():
+            found: Any = await self._blocking.xread(
+                {f"{PREFIX}tl:{session_id}": f"0-{after}"}, block=max(1, int(block * 1000))
+            )
+        if found:
+            return _turn_log(found[0][1], after)
+        return await self.turns(session_id, after)
+
+    async def publish_cancel(self, stream_id: str, code: str) -> None:
+        with self._guard():
+            await self.redis.publish(CONTROL, json.dumps({"cancel": stream_id, "code": code}))
+
+    def listen(self, handler: CancelHandler) -> None:
+        self._on_cancel = handler
+
+    async def _listen_forever(self) -> None:
+        """Subscribe to :data:`CONTROL` and pass each cancel on; resubscribe after a failure."""
+        assert self._blocking is not None and self._on_cancel is not None
+        while True:
+            try:
+                async with self._blocking.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CONTROL)
+                    while True:
+                        message = await pubsub.get_message(timeout=self.heartbeat)
+                        if message is not None:
+                            body = json.loads(message["data"])
+                            self._on_cancel(str(body["cancel"]), str(body["code"]))
+            except (RedisError, OSError, ValueError, KeyError) as exc:
+                log.warning("Redis control channel: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(0.5)
 
     # Leases -------------------------------------------------------------------------------
 
@@ -207,15 +328,15 @@ class RedisStore(RedisSessions):
 
     async def get_stream(self, stream_id: str) -> StreamInfo | None:
         with self._guard():
-            session, finished, last, closed, uid = await self.redis.hmget(
-                f"{PREFIX}st:{stream_id}", "session", "finished", "last", "closed", "uid"
+            session, finished, last, closed, uid, queued = await self.redis.hmget(
+                f"{PREFIX}st:{stream_id}", "session", "finished", "last", "closed", "uid", "queued"
             )
         if session is None:
             return None
         code = closed.decode() if closed else None
         last_id = int(last) + (code is not None)
         owner = uid.decode() if uid else None
-        return StreamInfo(stream_id, session.decode(), finished == b"1", last_id, code, owner)
+        return StreamInfo(stream_id, session.decode(), finished == b"1", last_id, code, owner, queued == b"1")
 
     async def append(self, batch: Sequence[Append]) -> dict[str, str] | None:
         """One script call for the whole flush; the streams that can take no more frames."""

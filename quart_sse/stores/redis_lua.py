@@ -13,7 +13,12 @@ leaves both at once), ``P st:{stream}`` hash (session, owner
 frame, ``e`` on the final one), ``P lease:{stream}`` the owner's lease (its instance id,
 with a PX expiry), ``P ans:{stream}`` the answer text so far (for a close by another
 instance), ``P running`` and ``P instances`` sorted sets scored by lease expiry (for the
-cluster-wide figures).
+cluster-wide figures).  ``P tl:{session}`` is the session's turn log, a Redis Stream whose
+entry ``0-n`` is turn ``n`` (fields ``s`` its stream, ``m`` the user's message (JSON),
+``f`` flags: ``q`` queued, ``r`` regenerate); an entry with field ``x`` ends it (the session
+was deleted).  A queued message (``if_busy=enqueue``) is the session's field ``queued`` (its
+stream) and its stream's hash fields ``queued``, ``qmsg`` (the message), ``qkey`` (who it
+counts against).
 
 Frames are opaque: a script never reads one.  A stream closed because its owner is gone
 gets an entry ``c`` (the code, ``interrupted``) instead of a frame; its readers write the
@@ -62,6 +67,7 @@ local function touch(session)
   if ttl_ms > 0 then
     redis.call('PEXPIRE', P .. 's:' .. session, ttl_ms)
     redis.call('PEXPIRE', P .. 'm:' .. session, ttl_ms)
+    redis.call('PEXPIRE', P .. 'tl:' .. session, ttl_ms)
     index(session, now_ms + ttl_ms)
   end
 end
@@ -74,6 +80,23 @@ local function finish(sid, k)
   redis.call('ZREM', P .. 'running', sid)
   redis.call('PEXPIRE', meta, ret_ms)
   redis.call('PEXPIRE', log, ret_ms)
+end
+
+-- A turn of the session: its marker in the session's turn log (the latest 100 are kept).
+local function turn(session, sid, message, flags)
+  local n = redis.call('HINCRBY', P .. 's:' .. session, 'turns', 1)
+  redis.call('XADD', P .. 'tl:' .. session, 'MAXLEN', 100, '0-' .. n, 's', sid, 'm', message, 'f', flags)
+  return n
+end
+
+-- End a log without its generation: a close mark `code` after its last frame.
+local function close(sid, code)
+  local meta = P .. 'st:' .. sid
+  local k = tonumber(redis.call('HGET', meta, 'last'))
+  redis.call('XADD', P .. 'log:' .. sid, '0-' .. (k + 1), 'c', code)
+  redis.call('HSET', meta, 'closed', code)
+  redis.call('HDEL', meta, 'queued', 'qmsg', 'qkey')
+  finish(sid, k)
 end
 
 -- Close a stream whose owner is gone: save the partial answer (kept beside the log)
@@ -97,12 +120,14 @@ local function reap(sid)
   end
   if exists and redis.call('HGET', skey, 'generating') == sid then
     redis.call('HDEL', skey, 'generating')
+    local queued = redis.call('HGET', skey, 'queued')
+    if queued then
+      redis.call('HDEL', skey, 'queued')
+      close(queued, 'interrupted')  -- nobody is left to start it
+    end
     touch(session)
   end
-  local k = tonumber(m[2])
-  redis.call('XADD', P .. 'log:' .. sid, '0-' .. (k + 1), 'c', 'interrupted')
-  redis.call('HSET', meta, 'closed', 'interrupted')
-  finish(sid, k)
+  close(sid, 'interrupted')
   return 2
 end
 
@@ -111,14 +136,18 @@ local function alive(sid)
 end
 """
 
+
 # ARGV[8..]: session, stream, lease ms, the user's message (JSON), its title (the session's
-# title if it has none yet: this is its first user message).
-# Nil when the slot is taken; the running stream's id when it is held by a live owner;
-# -1 when the session does not exist.  A holder whose lease lapsed is closed first.
+# title if it has none yet: this is its first user message), "1" to regenerate (the trailing
+# answers are dropped and the last user message is answered again; the message is not added).
+# {turn number} when begun; the running stream's id when the slot is held by a live owner;
+# -1 when the session does not exist; -2 when there is no user message to regenerate.  A
+# holder whose lease lapsed is closed first.
 BEGIN = (
     _PRELUDE
     + """
 local session, sid, lease_ms, first, title = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12]
+local regen = ARGV[13] == '1'
 local skey, mkey = P .. 's:' .. session, P .. 'm:' .. session
 if redis.call('EXISTS', skey) == 0 then return -1 end
 local running = redis.call('HGET', skey, 'generating')
@@ -126,19 +155,75 @@ if running then
   if alive(running) then return running end
   reap(running)
 end
+if regen then
+  local n, drop = redis.call('LLEN', mkey), 0
+  first = nil
+  while drop < n do
+    local m = redis.call('LINDEX', mkey, -1 - drop)
+    if cjson.decode(m).role == 'user' then first = m break end
+    drop = drop + 1
+  end
+  if not first then return -2 end
+  if drop > 0 then redis.call('LTRIM', mkey, 0, -1 - drop) end
+  redis.call('HSET', skey, 'count', n - drop, 'last_activity', now)
+  active(session)
+else
+  redis.call('RPUSH', mkey, first)
+  if title ~= '' then redis.call('HSETNX', skey, 'title', title) end
+  pushed(session)
+end
 redis.call('HSET', skey, 'generating', sid)
-redis.call('RPUSH', mkey, first)
-if title ~= '' then redis.call('HSETNX', skey, 'title', title) end
-pushed(session)
 redis.call('PERSIST', skey)
 redis.call('PERSIST', mkey)
+redis.call('PERSIST', P .. 'tl:' .. session)
 if ttl_ms > 0 then index(session, '+inf') end
 redis.call('HSET', P .. 'st:' .. sid, 'session', session, 'last', 0, 'owner', me)
 local uid = redis.call('HGET', skey, 'owner')
 if uid then redis.call('HSET', P .. 'st:' .. sid, 'uid', uid) end
 redis.call('SET', P .. 'lease:' .. sid, me, 'PX', lease_ms)
 redis.call('ZADD', P .. 'running', now_ms + lease_ms, sid)
-return false
+return {turn(session, sid, first, regen and 'r' or '')}
+"""
+)
+
+# ARGV[8..]: session, stream, the user's message (JSON), who it counts against.  Queues the
+# message behind the running answer: {turn number}; 0 when nothing runs (start it instead);
+# the queued stream's id when one is queued already; -1 when the session does not exist.
+ENQUEUE = (
+    _PRELUDE
+    + """
+local session, sid, message, key = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local skey = P .. 's:' .. session
+if redis.call('EXISTS', skey) == 0 then return -1 end
+local running = redis.call('HGET', skey, 'generating')
+if running and not alive(running) then
+  reap(running)
+  running = nil
+end
+if not running then return 0 end
+local queued = redis.call('HGET', skey, 'queued')
+if queued then return queued end
+redis.call('HSET', skey, 'queued', sid)
+local meta = P .. 'st:' .. sid
+redis.call('HSET', meta, 'session', session, 'last', 0, 'queued', '1', 'qmsg', message, 'qkey', key)
+local uid = redis.call('HGET', skey, 'owner')
+if uid then redis.call('HSET', meta, 'uid', uid) end
+return {turn(session, sid, message, 'q')}
+"""
+)
+
+# ARGV[8..]: stream, code.  Takes a queued message out of its session's queue and closes its
+# log as `code`: 1, or 0 when it is not queued (any more).
+UNQUEUE = (
+    _PRELUDE
+    + """
+local sid, code = ARGV[8], ARGV[9]
+local meta = P .. 'st:' .. sid
+if redis.call('HGET', meta, 'queued') ~= '1' then return 0 end
+local skey = P .. 's:' .. redis.call('HGET', meta, 'session')
+if redis.call('HGET', skey, 'queued') == sid then redis.call('HDEL', skey, 'queued') end
+close(sid, code)
+return 1
 """
 )
 
@@ -184,12 +269,14 @@ return lost
 """
 )
 
-# ARGV[8..]: session, stream, the answer (JSON, or "" for none).
+# ARGV[8..]: session, stream, the answer (JSON, or "" for none), lease ms.
 # The new history length; -1 when the lease is not ours any more; -2 without a session.
+# When a message is queued behind the answer, the slot passes to it (its user message is
+# saved, its log is ours, with a lease): {length, its stream, its message, its client key}.
 SAVE = (
     _PRELUDE
     + """
-local session, sid, answer = ARGV[8], ARGV[9], ARGV[10]
+local session, sid, answer, lease_ms = ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11])
 local meta = P .. 'st:' .. sid
 if redis.call('GET', P .. 'lease:' .. sid) ~= me or redis.call('HGET', meta, 'finished') == '1' then
   return -1
@@ -201,9 +288,28 @@ if answer ~= '' then
   redis.call('RPUSH', mkey, answer)
   pushed(session)
 end
-if redis.call('HGET', skey, 'generating') == sid then redis.call('HDEL', skey, 'generating') end
-touch(session)
-return redis.call('LLEN', mkey)
+local count = redis.call('LLEN', mkey)
+if redis.call('HGET', skey, 'generating') ~= sid then
+  touch(session)
+  return count
+end
+redis.call('HDEL', skey, 'generating')
+local q = redis.call('HGET', skey, 'queued')
+if not q then
+  touch(session)
+  return count
+end
+redis.call('HDEL', skey, 'queued')
+local qmeta = P .. 'st:' .. q
+local qm = redis.call('HMGET', qmeta, 'qmsg', 'qkey')
+redis.call('HDEL', qmeta, 'queued', 'qmsg', 'qkey')
+redis.call('HSET', qmeta, 'owner', me)
+redis.call('HSET', skey, 'generating', q)
+redis.call('RPUSH', mkey, qm[1])
+pushed(session)
+redis.call('SET', P .. 'lease:' .. q, me, 'PX', lease_ms)
+redis.call('ZADD', P .. 'running', now_ms + lease_ms, q)
+return {count, q, qm[1], qm[2] or ''}
 """
 )
 
@@ -223,12 +329,12 @@ return {fields, redis.call('LRANGE', P .. 'm:' .. session, 0, -1)}
 )
 
 # ARGV[8..]: stream.  What a reader finds when the stream is quiet: 0 unknown stream,
-# 1 ended or still owned, 2 closed now because its owner's lease lapsed.
+# 1 ended, still owned or queued, 2 closed now because its owner's lease lapsed.
 CHECK = (
     _PRELUDE
     + """
 local sid = ARGV[8]
-if alive(sid) then return 1 end
+if alive(sid) or redis.call('HGET', P .. 'st:' .. sid, 'queued') == '1' then return 1 end
 return reap(sid)
 """
 )

@@ -32,6 +32,7 @@ class RedisSessions:
     """Session reads and plain writes (a mixin of RedisStore)."""
 
     session_ttl: float | None
+    retention: float
 
     @property
     def redis(self) -> Any:
@@ -96,6 +97,7 @@ class RedisSessions:
             [Message(**json.loads(raw)) for raw in messages],
             generating.decode() if generating else None,
             owner.decode() if owner else None,
+            queued.decode() if (queued := fields.get(b"queued")) else None,
         )
 
     async def get_session(self, session_id: str) -> Session | None:
@@ -139,6 +141,12 @@ class RedisSessions:
                     pipe.zrem(self._index(owner.decode()), session_id)
                     pipe.zrem(self._activity(owner.decode()), session_id)
                 deleted, *_ = await pipe.execute()
+            if deleted:  # its session streams end: a mark at the end of its turn log
+                turns = f"{PREFIX}tl:{session_id}"
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.xadd(turns, {"x": "1"}, id="0-*")
+                    pipe.pexpire(turns, int(self.retention * 1000))
+                    await pipe.execute()
         return bool(deleted)
 
     async def clear_session(self, session_id: str) -> bool:

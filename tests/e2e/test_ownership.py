@@ -300,7 +300,10 @@ async def test_a_non_owner_cannot_cancel_a_stream(cluster: Cluster, http: aiohtt
     )
     # Its owner can: it was still running, and A's try changed nothing.
     cancel = await call(http, "POST", f"{cluster.other}/streams/{accepted['stream_id']}/cancel", KEY_B)
-    assert (cancel.status, cancel.body) == (200, {"stream_id": accepted["stream_id"], "cancelled": True})
+    assert (cancel.status, cancel.body) == (
+        200,
+        {"stream_id": accepted["stream_id"], "cancelled": True, "status": "cancelled"},
+    )
 
 
 async def test_an_admin_key_sees_and_deletes_every_session(

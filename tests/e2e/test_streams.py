@@ -173,7 +173,7 @@ async def test_cancel_ends_the_stream_and_keeps_the_partial_answer(start_server,
         stream_id = head.data[0]["stream_id"]
         async with http.post(f"{server.url}/streams/{stream_id}/cancel") as c:
             assert c.status == 200
-            assert await c.json() == {"stream_id": stream_id, "cancelled": True}
+            assert await c.json() == {"stream_id": stream_id, "cancelled": True, "status": "cancelled"}
         tail = await read_stream(r)
     last = tail.last
     assert last["type"] == "error" and last["code"] == "cancelled"
@@ -184,7 +184,8 @@ async def test_cancel_ends_the_stream_and_keeps_the_partial_answer(start_server,
     assert saved["content"] == head.text + tail.text
     # A second cancel finds nothing to stop; the session takes a new message.
     async with http.post(f"{server.url}/streams/{stream_id}/cancel") as c:
-        assert await c.json() == {"stream_id": stream_id, "cancelled": False}
+        # (idempotent: it answers the stream's final state)
+        assert await c.json() == {"stream_id": stream_id, "cancelled": False, "status": "cancelled"}
     async with http.post(
         f"{server.url}/chat", json={"message": "again", "session_id": last["session_id"]}
     ) as c:

@@ -16,6 +16,8 @@ async def test_index_names_the_server_and_lists_the_endpoints(server, http):
         "POST /chat",
         "GET /streams/<stream_id>/events",
         "POST /streams/<stream_id>/cancel",
+        "GET /sessions/<session_id>/events",
+        "POST /sessions/<session_id>/regenerate",
         "POST /sessions/new",
         "GET /sessions",
         "GET /health",
@@ -87,6 +89,8 @@ async def test_openapi_describes_the_api_and_its_event_streams(server, http):
         "/sessions/new",
         "/sessions/{session_id}",
         "/sessions/{session_id}/clear",
+        "/sessions/{session_id}/events",
+        "/sessions/{session_id}/regenerate",
         "/health",
         "/stats",
     ):
@@ -110,6 +114,60 @@ async def test_openapi_describes_the_api_and_its_event_streams(server, http):
     assert {("header", "Last-Event-ID"), ("query", "last_event_id"), ("query", "access_token")} <= params
     assert "204" in read["responses"] and "content" not in read["responses"]["204"]
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+async def test_openapi_describes_if_busy_regenerate_and_the_session_stream(server, http):
+    async with http.get(f"{server.url}/openapi.json") as r:
+        spec = await r.json()
+    paths, schemas = spec["paths"], spec["components"]["schemas"]
+    if_busy = schemas["ChatRequest"]["properties"]["if_busy"]
+    assert if_busy["anyOf"][0]["enum"] == ["reject", "enqueue", "interrupt"]
+    assert "if_busy" not in schemas["ChatRequest"]["required"]
+    assert schemas["ChatAccepted"]["properties"]["queued"]["type"] == "boolean"
+    assert {"queued", "waited"} <= set(schemas["StatusEvent"]["properties"])
+
+    follow = paths["/sessions/{session_id}/events"]["get"]
+    event = follow["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    assert event["required"] == ["event", "data"]  # a reset has no id
+    refs = [s["$ref"].rsplit("/", 1)[1] for s in event["properties"]["data"]["contentSchema"]["oneOf"]]
+    assert refs == [
+        "UserMessageEvent",
+        "SessionInfoEvent",
+        "StatusEvent",
+        "ChunkEvent",
+        "CompleteEvent",
+        "ErrorEvent",
+        "ResetEvent",
+    ]
+    assert schemas["UserMessageEvent"]["properties"]["type"]["const"] == "user_message"
+    assert schemas["ResetEvent"]["properties"]["type"]["const"] == "reset"
+    params = {(p["in"], p["name"]) for p in follow["parameters"]}
+    assert params == {
+        ("path", "session_id"),
+        ("header", "Last-Event-ID"),
+        ("query", "last_event_id"),
+        ("query", "access_token"),
+    }
+    assert {"400", "404", "429"} <= set(follow["responses"])
+    assert "`session_not_found`" in follow["responses"]["404"]["description"]
+
+    regenerate = paths["/sessions/{session_id}/regenerate"]["post"]
+    assert "requestBody" not in regenerate  # the body is ignored
+    assert {(p["in"], p["name"]) for p in regenerate["parameters"]} == {
+        ("path", "session_id"),
+        ("query", "stream"),
+    }
+    answers = regenerate["responses"]
+    assert answers["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/ChatAccepted")
+    assert "text/event-stream" in answers["200"]["content"]
+    assert "`nothing_to_regenerate`" in answers["400"]["description"]
+    assert "`generation_running`" in answers["409"]["description"]
+    assert {"404", "429", "503"} <= set(answers)
+
+    cancelled = paths["/streams/{stream_id}/cancel"]["post"]["responses"]["200"]
+    assert "status" in cancelled["content"]["application/json"]["schema"]["required"]
+    detail = paths["/sessions/{session_id}"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert "queued" in detail["schema"]["properties"]
 
 
 async def test_chunk_lines_only_at_debug_level(start_server, http):

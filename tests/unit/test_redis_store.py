@@ -9,6 +9,7 @@ write into the stream any more.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -225,3 +226,45 @@ async def test_an_index_entry_whose_session_is_gone_is_dropped(pair):
     assert await a.count_sessions("alice") == 3
     assert sorted(s.session_id for s in (await a.list_sessions(None, 2)).sessions) == ["s1", "s3"]
     assert await a.count_sessions() == 3
+
+
+async def test_a_cancel_published_by_one_instance_reaches_the_others(redis_server):
+    told: list[tuple[str, str]] = []
+    a = RedisStore(redis_server.url, heartbeat=HEARTBEAT, instance_id="A")
+    b = RedisStore(redis_server.url, heartbeat=HEARTBEAT, instance_id="B")
+    arrived = asyncio.Event()
+
+    def on_cancel(stream_id: str, code: str) -> None:
+        told.append((stream_id, code))
+        arrived.set()
+
+    a.listen(on_cancel)
+    await a.connect()
+    await b.connect()
+    try:
+        for _ in range(200):  # until A's subscription is in place (each round a publish)
+            await b.publish_cancel("g", "cancelled")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await arrived.wait()
+                break
+        assert told and set(told) == {("g", "cancelled")}
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_queued_stream_is_not_taken_for_a_dead_one_and_goes_with_its_owner(pair):
+    a, b = pair
+    await start(a)
+    await a.enqueue("s", "q", Message("user", "next", now_iso()))
+    # Quiet and without a lease, but queued: a reader elsewhere leaves it alone.
+    assert await b.wait("q", 0, 0.01) == Tail([], False)
+    die(a)
+    for _ in range(100):
+        if (await b.wait("g", 3, HEARTBEAT)) is not None and (await b.get_stream("g")).finished:
+            break
+    info = await b.get_stream("q")
+    assert info is not None and info.finished and info.closed == "interrupted"
+    session = await b.get_session("s")
+    assert session is not None and session.generating is None and session.queued is None

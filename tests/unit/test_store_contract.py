@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from quart_sse.codes import GenerationRunning, Refused, SessionNotFound
-from quart_sse.models import Message, now_iso
+from quart_sse.models import Message, TurnLog, now_iso
 from quart_sse.sse import encode_chunk, encode_event
 from quart_sse.stores.base import (
     TITLE_CHARS,
@@ -407,3 +407,97 @@ async def test_a_malformed_cursor_is_refused_and_any_well_formed_one_is_a_place(
         assert [s.session_id for s in (await store.list_sessions(cursor=odd)).sessions] == after
     assert await store.list_sessions(cursor="0.00") == ([], None)
     assert len((await store.list_sessions(cursor="9" * 16 + ".00")).sessions) == 3
+
+
+# Turns, the queue and regenerate (issue 18) -----------------------------------------------
+
+
+async def test_each_accepted_message_is_a_turn_numbered_for_good(make_store):
+    store = await make_store()
+    await store.create_session("s", "m", now_iso())
+    assert await store.turns("s", 0) == TurnLog([], 0)
+    assert await store.turns("unknown", 0) is None
+    assert await store.begin_generation("s", "g1", user("one")) == 1
+    await store.save_answer("s", "g1", Message("model", "a", now_iso()))
+    await store.clear_session("s")  # a clear keeps counting
+    assert await store.begin_generation("s", "g2", user("two")) == 2
+    log = await store.turns("s", 0)
+    assert log is not None and log.last == 2 and not log.ended
+    assert [(t.number, t.stream_id, t.message.content) for t in log.turns] == [
+        (1, "g1", "one"),
+        (2, "g2", "two"),
+    ]
+    after = await store.turns("s", 1)
+    assert after is not None and [t.number for t in after.turns] == [2]
+
+
+async def test_a_waiter_for_the_next_turn_is_woken_by_it_and_by_the_deletion(make_store):
+    store = await make_store()
+    await store.create_session("s", "m", now_iso())
+    waiting = asyncio.create_task(store.wait_turns("s", 0, 30))
+    await asyncio.sleep(0.05)
+    await store.begin_generation("s", "g1", user("one"))
+    found = await waiting
+    assert found is not None and [t.stream_id for t in found.turns] == ["g1"]
+    waiting = asyncio.create_task(store.wait_turns("s", 1, 30))
+    await asyncio.sleep(0.05)
+    await store.save_answer("s", "g1", None)
+    assert await store.delete_session("s")
+    found = await waiting
+    assert found is not None and found.ended and found.turns == []
+    quiet = await store.wait_turns("s", 1, 0.05)
+    assert quiet is not None and quiet.ended
+
+
+async def test_a_queued_message_takes_the_slot_when_the_answer_ends(make_store):
+    store = await make_store()
+    await store.create_session("s", "m", now_iso())
+    assert await store.enqueue("s", "q0", user("idle")) is None  # nothing runs: start it instead
+    await store.begin_generation("s", "g1", user("one"))
+    assert await store.enqueue("s", "q1", user("two"), "client") == 2
+    with pytest.raises(Refused) as refused:
+        await store.enqueue("s", "q2", user("three"))
+    assert refused.value.code == "generation_running"
+    info = await store.get_stream("q1")
+    assert info is not None and info.queued and not info.finished
+    session = await store.get_session("s")
+    assert session is not None and session.generating == "g1" and session.queued == "q1"
+    count, promoted = await store.end_generation("s", "g1", Message("model", "a", now_iso()))
+    assert count == 2 and promoted is not None
+    assert (promoted.stream_id, promoted.message.content, promoted.client_key) == ("q1", "two", "client")
+    session = await store.get_session("s")
+    assert session is not None and session.generating == "q1" and session.queued is None
+    assert [m.content for m in session.messages] == ["one", "a", "two"]
+    info = await store.get_stream("q1")
+    assert info is not None and not info.queued
+    assert await store.end_generation("s", "q1", None) == (3, None)
+
+
+async def test_a_cancelled_queued_message_ends_its_log_and_never_starts(make_store):
+    store = await make_store()
+    await store.create_session("s", "m", now_iso())
+    await store.begin_generation("s", "g1", user("one"))
+    await store.enqueue("s", "q1", user("two"))
+    assert await store.cancel_queued("q1", "cancelled")
+    assert not await store.cancel_queued("q1", "cancelled")
+    assert not await store.cancel_queued("g1", "cancelled")
+    info = await store.get_stream("q1")
+    assert info is not None and info.finished and info.closed == "cancelled" and info.last_id == 1
+    assert await store.read("q1", 0) == Tail([], True, "cancelled")
+    assert await store.end_generation("s", "g1", None) == (1, None)
+
+
+async def test_regenerate_drops_the_last_answer_and_answers_the_last_question_again(make_store):
+    store = await make_store()
+    await store.create_session("s", "m", now_iso())
+    with pytest.raises(Refused) as refused:
+        await store.begin_generation("s", "g0", user(""), regenerate=True)
+    assert refused.value.code == "nothing_to_regenerate"
+    await store.begin_generation("s", "g1", user("question"))
+    await store.save_answer("s", "g1", Message("model", "first answer", now_iso()))
+    assert await store.begin_generation("s", "g2", user("ignored"), regenerate=True) == 2
+    session = await store.get_session("s")
+    assert session is not None and [m.content for m in session.messages] == ["question"]
+    log = await store.turns("s", 1)
+    assert log is not None and log.turns[0].regenerate and log.turns[0].message.content == "question"
+    assert await store.save_answer("s", "g2", Message("model", "second answer", now_iso())) == 2

@@ -6,6 +6,11 @@
 // reconnect forever).  Model text only ever reaches the page through renderMarkdown,
 // which builds Text nodes: it is never parsed as HTML.
 //
+// The page also follows its session through GET /sessions/{id}/events (one EventSource per
+// session): a message sent from another tab or device, and its answer as it streams, show
+// up here live.  Turns this tab sent itself are read from their own stream (above) and
+// skipped on the session stream; a `reset` event (events were missed) reloads the session.
+//
 // The session list shows the sessions this browser started (their ids are remembered in
 // localStorage), not every session on the server.  Where the server lists every session
 // (`"scope": "all"`: no API_KEYS, or an admin key) a "Show all sessions" checkbox shows
@@ -55,6 +60,11 @@ const state = {
   keyNeeded: false,
   sessionId: null,
   stream: null, // the answer being read: {source, streamId, answer}
+  follow: null, // the session stream: {source, sessionId}
+  ownStreams: new Set(), // the streams of the turns this tab sent (read by readAnswer)
+  sending: null, // the text of a message being posted (its stream id not known yet)
+  shown: new Set(), // streams whose user message the loaded history already shows
+  others: new Map(), // stream id -> {answer, text, chunks} of turns sent elsewhere
   listed: null, // the server's last answer to GET /sessions: {sessions, count, scope}
   listing: 0, // the number of the newest GET /sessions asked, so that an older answer is not shown
 };
@@ -434,9 +444,11 @@ async function send() {
   scrollToEnd();
   setStatus("streaming");
   let accepted;
+  state.sending = text;
   try {
     accepted = await api("POST", "/chat", { message: text, session_id: state.sessionId });
   } catch (error) {
+    state.sending = null;
     answer.el.remove();
     userItem.classList.add("failed");
     userItem.querySelector(".bubble").append(make("div", "msg-meta", `not sent: ${error.message}`));
@@ -447,12 +459,90 @@ async function send() {
     updateControls();
     return;
   }
+  state.sending = null;
+  state.ownStreams.add(accepted.stream_id);
   answer.setState("streaming");
   const isNew = accepted.session_id !== state.sessionId;
   if (isNew) rememberSession(accepted.session_id); // started here by this first message
   setSession(accepted.session_id);
   if (isNew) refreshSessions().catch(() => {});
   await readAnswer(accepted.events_url, answer, startedAt);
+}
+
+// ---------------------------------------------------------------- following the session
+
+function clearOthers() {
+  for (const other of state.others.values()) clearTimeout(other.answer.timer);
+  state.others.clear();
+}
+
+/** Follow `sessionId`'s session stream (none: stop following). */
+function followSession(sessionId) {
+  if (state.follow && state.follow.sessionId === sessionId) return;
+  if (state.follow) state.follow.source.close();
+  state.follow = null;
+  clearOthers();
+  if (!sessionId) return;
+  const source = new EventSource(streamUrl(`/sessions/${encodeURIComponent(sessionId)}/events`));
+  const follow = { source, sessionId };
+  state.follow = follow;
+  const mine = (data) => state.ownStreams.has(data.stream_id);
+  const other = (data) => state.others.get(data.stream_id);
+
+  source.addEventListener("user_message", (event) => {
+    const data = JSON.parse(event.data);
+    if (mine(data) || state.others.has(data.stream_id)) return;
+    if (state.sending !== null && state.sending === data.message.content) {
+      state.ownStreams.add(data.stream_id); // this tab's own message, posted a moment ago
+      return;
+    }
+    if (!state.shown.has(data.stream_id) && !data.regenerate) {
+      addUser(data.message.content, data.message.timestamp).dataset.from = "elsewhere";
+    }
+    const answer = new Answer();
+    answer.el.dataset.from = "elsewhere";
+    answer.setState(data.queued ? "waiting" : "streaming");
+    answer.setMeta([data.queued ? "queued" : "sent from another tab"]);
+    state.others.set(data.stream_id, { answer, text: "", chunks: 0 });
+    scrollToEnd();
+  });
+  source.addEventListener("chunk", (event) => {
+    const data = JSON.parse(event.data);
+    const turn = other(data);
+    if (!turn || data.chunk_number <= turn.chunks) return;
+    turn.chunks = data.chunk_number;
+    turn.text += data.text;
+    turn.answer.setState("streaming");
+    turn.answer.show(turn.text);
+    turn.answer.el.dataset.chunks = String(turn.chunks);
+  });
+  source.addEventListener("complete", (event) => {
+    const data = JSON.parse(event.data);
+    const turn = other(data);
+    if (!turn) return;
+    turn.answer.showNow(turn.text);
+    turn.answer.setState("done");
+    turn.answer.setMeta([`${data.total_chunks} chunks`, "from another tab"]);
+    state.others.delete(data.stream_id);
+    refreshSessions().catch(() => {});
+  });
+  source.addEventListener("error", (event) => {
+    if (!(event instanceof MessageEvent && event.data)) {
+      if (source.readyState === EventSource.CLOSED && state.follow === follow) state.follow = null;
+      return; // the browser reconnects by itself with Last-Event-ID
+    }
+    const data = JSON.parse(event.data);
+    const turn = other(data);
+    if (!turn) return;
+    turn.answer.showNow(turn.text);
+    turn.answer.setState(data.code === "cancelled" || data.code === "interrupted" ? "interrupted" : "error");
+    turn.answer.setMeta([{ className: "tag tag-warn", text: data.code }]);
+    state.others.delete(data.stream_id);
+  });
+  source.addEventListener("reset", () => {
+    // Events were missed (the server no longer holds them): reload the session.
+    if (state.follow === follow && !state.stream) openSession(sessionId, { quiet: true }).catch(() => {});
+  });
 }
 
 // ---------------------------------------------------------------- sessions
@@ -467,6 +557,7 @@ function setSession(sessionId, { remember = true } = {}) {
   ui.sessionId.textContent = sessionId ?? "—";
   ui.sessionId.title = sessionId ?? "No session yet: the first message starts one";
   if (remember) writeStorage(SESSION_STORAGE, sessionId);
+  followSession(sessionId);
   for (const button of ui.sessionList.querySelectorAll("button[data-session]")) {
     button.setAttribute("aria-current", String(button.dataset.session === sessionId));
   }
@@ -565,10 +656,13 @@ async function openSession(sessionId, { quiet = false } = {}) {
     throw error;
   }
   if (!quiet) stopReading();
+  state.shown = new Set([data.generating, data.queued].filter(Boolean));
+  clearOthers();
   setSession(data.session_id);
   showModel(data.model);
   showHistory(data.messages);
   if (data.generating && !state.stream) {
+    state.ownStreams.add(data.generating);
     const answer = new Answer();
     answer.setState("streaming");
     setStatus("streaming");
