@@ -37,7 +37,7 @@ import csv
 import io
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,9 +209,16 @@ class Figures:
 
     def __init__(self, targets: Targets | None = None) -> None:
         self.targets = targets or Targets()
+        # Locust's resets of statistics (web UI's RESET, --reset-stats), kept across tests:
+        # on the master, how many it made; on a worker, the last the master announced.
+        self.epoch = 0
+        self.awaiting: dict[str, int] = {}  # master: worker → the reset its reports must have seen
+        self.unreported: list[str] = []  # master: workers whose last figures never came
         self.reset()
 
     def reset(self) -> None:
+        """A new test: every figure and gauge from nothing."""
+        self.unreported = []
         self.dist = _fresh()
         self.count: Counter[str] = Counter()
         self.open = 0  # streams open now in this process
@@ -269,24 +276,63 @@ class Figures:
         """Whether the run lost or repeated a chunk, or any stream failed a check."""
         return bool(self.count["gaps"] or self.count["duplicates"] or self.count["failed_streams"])
 
+    # Locust's reset of statistics ------------------------------------------------------
+    def clear(self, now: float) -> None:
+        """Forget every figure so far, as Locust's reset forgets its requests; rates count from ``now``.
+
+        The streams open now stay counted as open (they are), and are recorded when they end.
+        """
+        self.dist = _fresh()
+        self.count = Counter()
+        if self.started is not None:
+            self.started = now
+        if self.stopped is not None:
+            self.stopped = now
+
+    def reset_workers(self, workers: Iterable[str], now: float) -> int:
+        """Master: :meth:`clear`, and ignore the figures of each of ``workers`` (and of every worker
+        that reported) until it reports with the reset seen (:meth:`reset_by_master`).
+
+        Returns the reset's number, to send to the workers.
+        """
+        self.clear(now)
+        self.epoch += 1
+        for worker in {*workers, *self.worker_open}:
+            self.awaiting[worker] = self.epoch
+        return self.epoch
+
+    def reset_by_master(self, epoch: int) -> None:
+        """Worker: forget what is not reported yet; the next reports carry ``epoch``."""
+        self.dist = _fresh()
+        self.count = Counter()
+        self.epoch = max(self.epoch, epoch)
+
     # Distributed runs ------------------------------------------------------------------
     def take_report(self) -> dict[str, Any]:
-        """What was recorded since the last report (then forgotten here), and the gauge."""
+        """What was recorded since the last report (then forgotten here), the gauge, the last reset seen."""
         report = {
             "dist": {k: d.to_wire() for k, d in self.dist.items() if d.count},
             "count": dict(self.count),
             "open": self.open,
+            "reset": self.epoch,
         }
         self.dist = _fresh()
         self.count = Counter()
         return report
 
-    def merge(self, client_id: str, report: dict[str, Any]) -> None:
+    def merge(self, client_id: str, report: dict[str, Any]) -> bool:
+        """Add a worker's report; False when it was dropped, being from before a reset it had not seen.
+
+        The worker's open streams are taken either way (they are open now).
+        """
+        self.worker_open[client_id] = int(report["open"])
+        if int(report.get("reset", 0)) < self.awaiting.get(client_id, 0):
+            return False
         for key, wire in report["dist"].items():
             if key in self.dist:
                 self.dist[key].merge_wire(wire)
         self.count.update({k: int(v) for k, v in report["count"].items()})
-        self.worker_open[client_id] = int(report["open"])
+        return True
 
     # Summary ---------------------------------------------------------------------------
     def elapsed(self, now: float) -> float:
@@ -347,6 +393,11 @@ class Figures:
             f"goodput target {self.targets.describe()}",
             "",
         ]
+        if self.unreported:
+            lines[1:1] = [
+                f"NOT COUNTED: the last figures of {len(self.unreported)} worker(s) never reached the "
+                f"master ({', '.join(self.unreported)}): their streams of the run's last seconds are missing"
+            ]
         head = ("figure", "unit", "count", "mean", "p50", "p90", "p95", "p99", "max")
         fmt = "{:<32} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}"
         lines.append(fmt.format(*head))

@@ -13,6 +13,10 @@ Every answer that ends with ``complete`` (and passes the stream's checks) is the
 with the session the server saved: one ``GET /sessions/{id}`` (``--check-answers``), whose
 request carries the comparison's failure.  Each answer's figures go to ``FIGURES`` once it is
 over (``loadtest.stream.finish_answer``).
+
+A user whose requests get no response (connection refused or broken: the server down,
+starting, restarting) waits before its next task the longer of its think time and an
+exponential backoff with jitter (:mod:`loadtest.backoff`), until a response arrives.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from urllib.parse import quote
 import gevent
 from locust import FastHttpUser, task
 
-from loadtest import options
+from loadtest import backoff, options
 from loadtest.check import AnswerCheck, Turn, parse_session
 from loadtest.stream import CheckFailed, finish_answer, read_stream
 
@@ -54,6 +58,21 @@ class SSEUser(FastHttpUser):
 
     def on_start(self) -> None:
         self.tag = uuid.uuid4().hex[:8]
+        self.failures = 0  # requests in a row that got no response
+
+    def wait_time(self) -> float:
+        """Seconds before the next task: the think time, or the backoff when the server is not answering."""
+        return max(self.think(), backoff.delay(getattr(self, "failures", 0)))
+
+    def think(self) -> float:
+        """The user's own pause between tasks, s."""
+        return 0.0
+
+    def responded(self, status: int | None) -> int:
+        """Note a request's HTTP status (0 or None: no response) for the backoff; returns it, 0 for none."""
+        code = int(status or 0)
+        self.failures = 0 if code else getattr(self, "failures", 0) + 1
+        return code
 
     @property
     def opts(self) -> Any:
@@ -98,7 +117,7 @@ class SSEUser(FastHttpUser):
             status, dropped = read_stream(
                 self, "POST", CHAT, CHAT, check, body=body, headers=self.headers(), stop=stop
             )
-        if status != 200:
+        if self.responded(status) != 200:
             return None
         attempts = 0
         while dropped and attempts < RESUME_ATTEMPTS:
@@ -122,7 +141,7 @@ class SSEUser(FastHttpUser):
         with self.client.get(
             f"/sessions/{quote(session_id, safe='')}", name=SESSION, headers=headers, catch_response=True
         ) as resp:
-            if resp.status_code != 200:
+            if self.responded(resp.status_code) != 200:
                 resp.failure(f"HTTP {resp.status_code}")
                 return
             try:
@@ -143,7 +162,7 @@ class SSEUser(FastHttpUser):
         with self.client.post(
             "/chat", json=body, headers=self.headers(Accept="application/json"), catch_response=True
         ) as resp:
-            if resp.status_code != 202:
+            if self.responded(resp.status_code) != 202:
                 resp.failure(f"HTTP {resp.status_code}")
                 return None
             url = resp.json().get("events_url")
@@ -161,7 +180,9 @@ class SSEUser(FastHttpUser):
             return False
         check.resuming()
         headers = self.headers(**{"Last-Event-ID": check.last_id})
-        _, dropped = read_stream(self, "GET", url, f"{EVENTS} (resume)", check, headers=headers, resume=True)
+        name = f"{EVENTS} (resume)"
+        status, dropped = read_stream(self, "GET", url, name, check, headers=headers, resume=True)
+        self.responded(status)
         return dropped
 
     def end_answers_204(self, check: AnswerCheck) -> None:
@@ -171,14 +192,14 @@ class SSEUser(FastHttpUser):
         headers = self.headers(**{"Last-Event-ID": check.last_id})
         name = f"{EVENTS} (after the end)"
         with self.client.get(check.events_url, name=name, headers=headers, catch_response=True) as resp:
-            if resp.status_code != 204:
+            if self.responded(resp.status_code) != 204:
                 resp.failure(f"resume after the end answered {resp.status_code}, not 204")
 
 
 class ChatterUser(SSEUser):
     """A conversation: several messages in one session, with think time between turns."""
 
-    def wait_time(self) -> float:
+    def think(self) -> float:
         return options.uniform(self.opts, "think_min", "think_max")
 
     @task
@@ -188,7 +209,7 @@ class ChatterUser(SSEUser):
         turns = round(options.uniform(self.opts, "turns_min", "turns_max"))
         for turn in range(1, max(1, turns) + 1):
             if turn > 1:
-                gevent.sleep(self.wait_time())  # think time between turns
+                gevent.sleep(self.think())  # think time between turns
             text = self.message(turn)
             check = self.ask(text, session_id, history)
             if check is None or check.problems:
@@ -200,9 +221,6 @@ class ChatterUser(SSEUser):
 class BurstUser(SSEUser):
     """One message in a new session, then the next at once: no think time."""
 
-    def wait_time(self) -> float:
-        return 0.0
-
     @task
     def one_message(self) -> None:
         self.ask(self.message(1), None, [])
@@ -211,7 +229,7 @@ class BurstUser(SSEUser):
 class ReconnectingUser(SSEUser):
     """Drops its connection after a random chunk, resumes with ``Last-Event-ID``."""
 
-    def wait_time(self) -> float:
+    def think(self) -> float:
         return options.uniform(self.opts, "think_min", "think_max")
 
     @task
@@ -226,7 +244,7 @@ class ReconnectingUser(SSEUser):
 class IdleListener(SSEUser):
     """Opens a stream the browser's way and holds it to the end, counting heartbeats."""
 
-    def wait_time(self) -> float:
+    def think(self) -> float:
         return random.uniform(0.5, 1.5) * options.number(self.opts, "idle_wait")
 
     @task

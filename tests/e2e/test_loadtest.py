@@ -3,9 +3,9 @@
 Locust runs in its own process (it monkey-patches the standard library with gevent on
 import); each run lasts a few seconds (``-t``, with ``--stop-timeout`` so that every started
 answer ends and both sides count the same requests) and writes ``--csv`` files into the test's
-temporary directory.  Locust rewrites its own ``_stats.csv`` once a second, not at exit, so
-request counts are read from the final table it prints; the suite's ``_streams.csv`` is
-written at exit.  No test sleeps to synchronise or asserts on time.
+temporary directory.  Locust rewrites its own ``_stats.csv`` once a second; the suite writes
+it (and ``_failures.csv``, ``_exceptions.csv``, ``_streams.csv``) once more at exit, so the files
+hold the final table it prints.  No test sleeps to synchronise or asserts on time.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import re
+import socket
 import sys
 import uuid
 from dataclasses import dataclass
@@ -85,10 +86,17 @@ class Run:
     def value(self, figure: str) -> float:
         return float(self.figures()[figure]["value"])
 
+    def csv_requests(self) -> tuple[dict[tuple[str, str], int], int]:
+        """``_stats.csv``: ``{(type, name): requests}`` and the aggregated total."""
+        rows = {(r["Type"], r["Name"]): int(r["Request Count"]) for r in self.rows("stats")}
+        return {k: v for k, v in rows.items() if k[1] != "Aggregated"}, rows[("", "Aggregated")]
+
     def requests(self) -> tuple[dict[tuple[str, str], int], int]:
         """Locust's final table, printed at exit: ``{(type, name): requests}`` and the total."""
-        final = self.output[self.output.rindex("Shutting down") :]
-        final = final[: final.index("Response time percentiles")]
+        # The master's last "Shutting down" line is followed by the final table (a worker's
+        # may come after it).
+        end = self.output.rindex("Response time percentiles")
+        final = self.output[self.output.rindex("Shutting down", 0, end) : end]
         rows: dict[tuple[str, str], int] = {}
         total = -1
         for line in final.splitlines():
@@ -171,6 +179,7 @@ async def test_every_user_against_the_real_server_gives_stream_figures_and_only_
     assert chats == stats["streams_started"] == count(run, "streams")
     assert ("GET", "/sessions/[id]") in requests  # each answer compared with its saved session
     assert {row["Type"] for row in run.rows("stats")} <= {"GET", "POST", ""}
+    assert run.csv_requests() == (requests, total)  # the CSV file holds the final table
     # The summary printed at the end, its goodput targets stated.
     assert "TTFT (time to first token)" in run.output and "ITL (inter-token latency)" in run.output
     assert "TTFT ≤ 2000 ms and mean ITL ≤ 100 ms" in run.output
@@ -194,23 +203,28 @@ async def test_a_cut_stream_resumes_and_the_resume_figures_show_it(start_server,
     assert "time to resume" in run.output and "events replayed per resume" in run.output
 
 
-async def test_a_distributed_run_merges_the_workers_figures(start_server, tmp_path):
-    server = start_server(SIM_CHUNK_DELAY_MS="20", SIM_RESPONSE_CHUNKS="5")
+async def test_a_distributed_run_merges_the_workers_figures_to_the_last_stream(start_server, tmp_path):
+    # Answers of about a second, conversations of 2-3 of them: at the end of the run the workers
+    # are mid-conversation for longer than the 0.5 s Locust's master waits for their last reports.
+    server = start_server(SIM_CHUNK_DELAY_MS="200", SIM_RESPONSE_CHUNKS="5")
     run = await locust(
         server.url, tmp_path, "-u", "4", "-r", "4", "--processes", "2", "BurstUser", "ChatterUser"
     )
     stats = await server_stats(server.url)
 
     assert run.code == 0, run.output[-3000:]
-    # The master runs no users: every figure it has came from the workers' reports.  (At the
-    # end of a distributed headless run Locust's master tells the workers to quit, which ends
-    # the streams they are reading, and waits 0.5 s for their last reports: the streams it
-    # counts are at most those the server started.)
+    # The master runs no users: every figure it has came from the workers' reports, the last
+    # ones asked for at the stop and waited for (--stop-timeout 20): every stream the server
+    # started is counted, once, and every request in Locust's table and its CSV.
     assert set(run.figures()) == FIGURES
-    assert 0 < count(run, "streams") <= stats["streams_started"]
+    requests, total = run.requests()
+    assert count(run, "streams") == requests[("POST", "/chat/stream")] == stats["streams_started"] > 0
+    assert total == stats["total_requests"]
+    assert run.csv_requests() == (requests, total)
     assert float(run.figures()["output_chunks_per_stream"]["p99"]) == 5
     assert count(run, "ttft") == count(run, "streams")
     assert run.value("failed_streams") == 0
+    assert "NOT COUNTED" not in run.output
 
 
 class ScriptedSSE(LocalApp):
@@ -433,3 +447,79 @@ async def test_the_web_ui_has_a_streams_tab_a_page_and_a_csv(tmp_path):
         pages["/streams"]["type"] == "text/plain"
         and "TTFT (time to first token)" in pages["/streams"]["text"]
     )
+
+
+async def test_a_server_that_is_down_gets_a_few_attempts_per_user_not_a_flood(tmp_path):
+    # A port bound but not listening: every connection is refused.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        run = await locust(f"http://127.0.0.1:{port}", tmp_path, "-u", "3", "-r", "3", seconds=3)
+
+    assert run.code == 1, run.output[-3000:]
+    requests, total = run.requests()
+    # Each user backs off (0.25-0.5 s, then 0.5-1 s, 1-2 s, ...): 4 attempts each in 3 s at most,
+    # where a user without think time made thousands.
+    assert 3 <= total <= 3 * 5, requests
+    failures = run.rows("failures")
+    assert failures and all("ConnectionRefusedError" in row["Error"] for row in failures), failures
+    assert sum(int(row["Occurrences"]) for row in failures) == total
+
+
+RESET = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from locust import events
+from locust.argument_parser import get_parser
+from locust.env import Environment
+from loadtest import locustfile
+from loadtest.figures import StreamSample
+from loadtest.stream import FIGURES
+
+parsed = get_parser().parse_args(["-f", "loadtest/locustfile.py"])
+env = Environment(user_classes=[locustfile.BurstUser], events=events, parsed_options=parsed)
+runner = env.create_local_runner()
+web_ui = env.create_web_ui("127.0.0.1", 0, delayed_start=True)
+events.init.fire(environment=env, runner=runner, web_ui=web_ui)
+events.test_start.fire(environment=env)
+client = web_ui.app.test_client()
+
+def streams():
+    (tab,) = client.get("/stats/requests").get_json()["extended_stats"]
+    rows = {row["title"]: row for row in tab["data"]}
+    ttft = rows["TTFT (time to first token)"]["count"]
+    return {"streams": rows["streams"]["value"], "resumes": rows["resumes"]["value"], "ttft": ttft}
+
+for _ in range(3):
+    resumed = StreamSample(chunks=5, ttft_ms=90.0, e2e_ms=500.0, resumes=[(40.0, 3)], complete=True, ok=True)
+    FIGURES.record(resumed)
+env.events.request.fire(request_type="POST", name="/chat/stream", response_time=5.0, response_length=10,
+                        response=None, context={}, exception=None)
+out = {"before": streams(), "requests_before": runner.stats.total.num_requests}
+out["reset"] = client.post("/stats/reset").status_code
+out["after"] = streams()
+out["requests_after"] = runner.stats.total.num_requests
+out["csv"] = client.get("/streams.csv").get_data(as_text=True)
+FIGURES.record(StreamSample(chunks=5, ttft_ms=90.0, e2e_ms=500.0, complete=True, ok=True))
+out["next"] = streams()
+print("RESULT " + json.dumps(out))
+"""
+
+
+async def test_the_web_uis_reset_resets_the_stream_figures_with_locusts(tmp_path):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RESET, str(ROOT), cwd=tmp_path, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    line = next(x for x in out.decode().splitlines() if x.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+
+    assert result["before"] == {"streams": 3, "resumes": 3, "ttft": 3}
+    assert result["requests_before"] == 1
+    assert result["reset"] == 200
+    assert result["requests_after"] == 0  # Locust's own reset ...
+    assert result["after"] == {"streams": 0, "resumes": 0, "ttft": 0}  # ... and the Streams tab's
+    parsed = {row["figure"]: row for row in csv.DictReader(result["csv"].splitlines())}
+    assert parsed["streams"]["value"] == "0" and parsed["resumes"]["value"] == "0"
+    assert result["next"] == {"streams": 1, "resumes": 0, "ttft": 1}  # counting goes on from there

@@ -196,3 +196,63 @@ def test_values_out_of_range_are_counted_not_lost():
     d.add(1e20)  # past the histogram's top: counted at the top (10**12 µs)
     d.add(float("inf"))  # not a time: counted as 0
     assert d.count == 2 and d.max() == 1e9 and d.percentile(1) == 0.0
+
+
+def wire(report: dict[str, object]) -> dict[str, object]:
+    """A report as the master receives it: through msgpack, as Locust sends it."""
+    out: dict[str, object] = msgpack.unpackb(msgpack.packb(report), strict_map_key=False)
+    return out
+
+
+def test_locusts_reset_forgets_the_figures_but_not_the_open_streams():
+    f = Figures()
+    f.started = 100.0
+    f.record(sample(resumes=[(50.0, 2)]))
+    f.opened()
+    f.clear(now=160.0)
+
+    rows = {r["figure"]: r for r in f.rows(now=170.0)}
+    assert rows["streams"]["value"] == 0 and rows["resumes"]["value"] == 0
+    assert rows["ttft"]["count"] == 0 and rows["time_to_resume"]["count"] == 0
+    assert rows["open_streams_now"]["value"] == 1  # still open: it is recorded when it ends
+    assert f.elapsed(now=170.0) == 10.0  # rates count from the reset
+    f.closed()
+    f.record(sample())
+    assert f.count["streams"] == 1
+
+
+def test_a_reset_drops_what_workers_counted_before_hearing_of_it():
+    master, seen, late = Figures(), Figures(), Figures()
+    seen.record(sample())
+    late.record(sample())
+    master.merge("seen", wire(seen.take_report()))  # reported before the reset: cleared with it
+    seen.record(sample(ttft=900.0))  # not reported when the reset comes
+    late.opened()
+
+    epoch = master.reset_workers(["seen", "late"], now=0.0)
+    assert master.count["streams"] == 0
+    # "late" reports what it counted before it heard of the reset: dropped, but its gauge counts.
+    assert master.merge("late", wire(late.take_report())) is False
+    assert master.count["streams"] == 0 and master.open_now() == 1
+    # "seen" hears of it first: what it had not reported is forgotten there.
+    seen.reset_by_master(epoch)
+    seen.record(sample(ttft=200.0))
+    assert master.merge("seen", wire(seen.take_report())) is True
+    late.reset_by_master(epoch)
+    assert master.merge("late", wire(late.take_report())) is True
+    # A worker that joined after the reset never heard of it, and is counted.
+    newcomer = Figures()
+    newcomer.record(sample(ttft=300.0))
+    assert master.merge("newcomer", wire(newcomer.take_report())) is True
+    assert master.count["streams"] == 2
+    assert master.dist["ttft"].max() == 300.0 and master.dist["ttft"].percentile(50) == 200.0
+
+
+def test_a_new_test_keeps_the_reset_count_but_a_worker_that_never_reported_is_named():
+    master = Figures()
+    master.reset_workers(["w1"], now=0.0)
+    master.unreported = ["w2"]
+    assert "NOT COUNTED: the last figures of 1 worker(s) never reached the master (w2)" in master.table(1.0)
+    master.reset()
+    assert master.epoch == 1 and master.awaiting == {"w1": 1}
+    assert "NOT COUNTED" not in master.table(1.0)
