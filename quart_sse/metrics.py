@@ -147,8 +147,6 @@ GAUGE_HELP = {
     "sessions_active": "sessions in the store (on Redis: those of every instance)",
     "cluster_instances": "server instances sharing the store (1 with the memory store)",
     "cluster_streams_active": "generations running on every instance sharing the store",
-    "readers": "SSE responses open in this process",
-    "generations": "generations running in this process",
     "generation_tasks": "generation tasks of this process not yet finished",
     "queued_frames": "events queued between the generations and the log writer",
     "client_generations": "running generations counted against their clients",
@@ -160,6 +158,10 @@ GAUGE_HELP = {
     "client_streams": "SSE responses counted against MAX_STREAMS_PER_CLIENT",
     "limited_clients": "clients with an SSE response counted against MAX_STREAMS_PER_CLIENT",
 }
+
+# Engine counts that /metrics already has under another name, the same figure: not exported
+# twice (``/stats``'s ``engine`` keeps them).
+SAME_AS = {"readers": "quart_sse_stream_responses_open", "generations": "quart_sse_streams_active"}
 
 
 class _Collector(Collector):
@@ -239,6 +241,8 @@ class _Collector(Collector):
             "quart_sse_stream_responses_open", "SSE responses open in this process", value=s.readers_open
         )
         for name, value in self.gauges().items():
+            if name in SAME_AS:
+                continue
             doc = GAUGE_HELP.get(name, f"{name.replace('_', ' ')} (count)")
             yield GaugeMetricFamily(f"quart_sse_{name}", doc, value=value)
         # Exposed as quart_sse_instance_info (prometheus_client appends _info).

@@ -251,7 +251,8 @@ _IF_BUSY = (
 
 _CHAT_CHECKS = (
     "Refusals are JSON (`ErrorBody`) and come before any stream; when several apply, the first of "
-    "401, 413 `body_too_large`, 400, 413 `message_too_long`, 404, 409, 429, 503 answers, and a "
+    "401, 413 `body_too_large`, 408 `body_timeout`, 400, 413 `message_too_long`, 404, 409, 429, 503 "
+    "answers (a too-long message to an unknown session is 413, not 404), and a "
     "refused request changes nothing (no session, message or stream is left behind)."
 )
 
@@ -415,8 +416,8 @@ Whatever was generated before an `error` is kept in the session, marked `interru
 
 **Errors** that are not streams have the body `{{"error": {{"code", "message"}}}}`: each \
 operation lists its statuses and codes. When several apply, the first of 401, 413 \
-`body_too_large`, 400, 413 `message_too_long`, 404, 409, 429, 503 answers, and a refused request \
-changes nothing. On every route: 405 \
+`body_too_large`, 408 `body_timeout`, 400, 413 `message_too_long`, 404, 409, 429, 503 answers, \
+and a refused request changes nothing. On every route: 405 \
 `method_not_allowed` (with `Allow`) for a method the path does not take, 408 `body_timeout` for a \
 body that does not arrive within `BODY_TIMEOUT` seconds, 413 `body_too_large` past \
 `MAX_BODY_BYTES`. A chat `message` holds at most {max_chars} characters here (`MAX_MESSAGE_CHARS`).

@@ -1,16 +1,24 @@
 """/, /health, /stats, /metrics, and the files of the /docs page (Swagger UI 5, from a package).
 
+Also the icon (``/favicon.ico``, Swagger UI's own, linked from /docs so that a browser asks
+for it under /docs/assets), and ``/docs/`` and ``/demo/`` sent on to ``/docs`` and ``/demo``.
+
 See :data:`DOCS_ASSETS` for why those files come from ``flask-swagger-ui``.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from pathlib import Path
+from typing import cast
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from quart import Blueprint, Response, current_app, send_from_directory
+from quart import Blueprint, Response, current_app, redirect, request, send_from_directory
+from quart.blueprints import BlueprintSetupState
 from quart_schema import document_response, hide
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from quart_sse import __version__
 from quart_sse.blueprints import engine
@@ -157,3 +165,43 @@ async def docs_asset(name: str) -> Response:
     response = await send_from_directory(swagger_assets(), name)
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+ICON = "favicon-32x32.png"
+"""Swagger UI's icon, in its ``dist/``: the page's icon and ``/favicon.ico``."""
+_ICON_LINK = f'<link rel="icon" type="image/png" href="/docs/assets/{ICON}">'
+
+
+@bp.get("/favicon.ico")
+@hide
+async def favicon() -> Response:
+    """The server's icon (PNG), which browsers ask for on every page without one of its own."""
+    response = await send_from_directory(swagger_assets(), ICON)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+@bp.get("/docs/")
+@bp.get("/demo/")
+@hide
+async def without_slash() -> WerkzeugResponse:
+    """``/docs/`` and ``/demo/``: a permanent redirect (308) to the page without the slash."""
+    return redirect(request.path.rstrip("/"), 308)
+
+
+@bp.record_once
+def _link_the_icon(state: BlueprintSetupState) -> None:
+    """quart-schema's /docs page links no icon, so a browser asks for /favicon.ico (which
+    needs a key where keys are set): give it Swagger UI's, under the public /docs/assets."""
+    found = state.app.view_functions.get("swagger_ui")
+    if found is None:
+        return
+    view = cast(Callable[[], Awaitable[str]], found)
+
+    @functools.wraps(view)  # its docstring and schema marks: the operation /openapi.json describes
+    async def swagger_ui() -> str:
+        page = str(await view())
+        return page.replace("<head>", f"<head>\n  {_ICON_LINK}", 1)
+
+    state.app.view_functions["swagger_ui"] = swagger_ui

@@ -335,7 +335,9 @@ class Generations:
                 parts.append(text)
                 await channel.put(frame, text)
                 if debug:
-                    log.debug("🌊 [%s] chunk #%d: %r", stream_id[:8], number, text[:60])
+                    # The text only with LOG_MESSAGE_TEXT=1 (it may quote the user): else its length.
+                    shown = repr(text[:60]) if settings.log_message_text else f"{len(text)} chars"
+                    log.debug("🌊 [%s] chunk #%d: %s", stream_id[:8], number, shown)
             if held:  # the model ended on half a pair
                 number += 1
                 event_id += 1

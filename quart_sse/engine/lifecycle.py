@@ -147,36 +147,33 @@ class Engine:
         generations.accepting = False
         running = [g.task for g in generations.running.values() if g.task is not None]
         log.info(
-            "%s: shutdown 1/4: taking no new messages (503 shutting_down); "
-            "%d generations running get up to %g s",
+            "%s: shutdown 1/4: taking no new messages (503 shutting_down); %s up to %g s",
             name,
-            len(running),
+            _count(len(running), "generation running gets", "generations running get"),
             self.settings.shutdown_grace,
         )
         if running:
             await asyncio.wait(running, timeout=self.settings.shutdown_grace)
         late = len(generations.running)
         log.info(
-            "%s: shutdown 2/4: %d generations finished, %d still running after %.1f s",
+            "%s: shutdown 2/4: %s, %d still running after %.1f s",
             name,
-            sum(1 for task in running if task.done()),
+            _count(sum(1 for task in running if task.done()), "generation finished", "generations finished"),
             late,
             time.monotonic() - started,
         )
         await generations.cancel_all(codes.INTERRUPTED)
         await self.writer.flush()
         log.info(
-            "%s: shutdown 3/4: %d generations ended as interrupted (partial answers kept), "
-            "final events written",
+            "%s: shutdown 3/4: %s as interrupted (partial answers kept), final events written",
             name,
-            late,
+            _count(late, "generation ended", "generations ended"),
         )
         ended, cut = await self.responses.end(END_RESPONSES)
         log.info(
-            "%s: shutdown 4/4: %d open streams ended after their final event, "
-            "%d closed for the client to resume",
+            "%s: shutdown 4/4: %s after their final event, %d closed for the client to resume",
             name,
-            ended,
+            _count(ended, "open stream ended", "open streams ended"),
             cut,
         )
 
@@ -190,3 +187,8 @@ class Engine:
         await self.writer.aclose()
         await self.provider.aclose()
         await self.store.aclose()
+
+
+def _count(n: int, one: str, many: str) -> str:
+    """``n`` and the words that go with it in a log line: ``1 generation``, ``3 generations``."""
+    return f"{n} {one if n == 1 else many}"

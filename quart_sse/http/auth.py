@@ -18,7 +18,7 @@ from quart_sse import codes
 from quart_sse.models import EVERYONE, Caller
 
 # Paths that need no key even when keys are set (docs/API.md, Configuration).
-PUBLIC_PATHS = frozenset(("/health", "/docs", "/openapi.json", "/demo"))
+PUBLIC_PATHS = frozenset(("/health", "/docs", "/openapi.json", "/demo", "/favicon.ico"))
 PUBLIC_PREFIXES = ("/docs/", "/demo/")
 
 OWNER_KEY = b"quart-sse owner id v1"

@@ -24,6 +24,7 @@ def create_provider(settings: Settings) -> Provider:
             base_url=settings.gemini_base_url,
             system_prompt=settings.system_prompt,
             policy=RetryPolicy.from_settings(settings),
+            show_text=settings.log_message_text,
         )
     if settings.model_provider == "openai" and settings.openai_base_url:
         from quart_sse.providers.openai import OpenAIProvider
@@ -35,6 +36,7 @@ def create_provider(settings: Settings) -> Provider:
             api_key=settings.openai_api_key,
             system_prompt=settings.system_prompt,
             policy=RetryPolicy.from_settings(settings),
+            show_text=settings.log_message_text,
         )
     settings.check()  # says what is missing
     raise ConfigError(f"MODEL_PROVIDER={settings.model_provider}: unknown model backend")

@@ -31,13 +31,21 @@ class FinishReason(str):
 
 
 class ProviderError(Exception):
-    """A model failure with the ``error`` event code the stream ends with."""
+    """A model failure with the ``error`` event code the stream ends with.
 
-    def __init__(self, code: str, message: str, *, finish_reason: str | None = None) -> None:
+    ``message`` goes to the client (the ``error`` event): no address, host, URL or key in
+    it.  ``detail`` is for the operator's log (the model's address, the exception's own
+    text); it defaults to ``message``.
+    """
+
+    def __init__(
+        self, code: str, message: str, *, finish_reason: str | None = None, detail: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.finish_reason = finish_reason
+        self.detail = detail or message
 
 
 class Provider(Protocol):

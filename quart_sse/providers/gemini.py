@@ -28,6 +28,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import pydantic
@@ -42,11 +43,15 @@ from quart_sse.providers.retry import (
     RETRYABLE_STATUS,
     Attempt,
     Cut,
+    Failed,
     RetryPolicy,
+    address,
     auth_error,
     code_for_status,
     finish_reason,
+    network_failure,
     parse_delay,
+    public_text,
     safe_text,
     with_retries,
 )
@@ -171,9 +176,15 @@ class GeminiProvider:
         system_prompt: str | None = None,
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        show_text: bool = False,
     ) -> None:
+        """``show_text`` (``LOG_MESSAGE_TEXT``): a chunk the SDK cannot read, which may hold
+        answer text, is logged with the SDK's error text; otherwise with its kind only."""
         self.model = model
         self._key = api_key
+        self._show_text = show_text
+        self._where = address(base_url) if base_url else "Google's Gemini API"  # for the log only
+        self._hosts = tuple(h for h in (urlsplit(base_url).hostname if base_url else None,) if h)
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
         # Retries are ours (only before the first piece, honouring Retry-After): the SDK makes one
@@ -198,7 +209,12 @@ class GeminiProvider:
     def stream(self, history: Sequence[Message]) -> AsyncIterator[str]:
         contents = to_contents(history)
         return with_retries(
-            "Gemini", lambda state: self._attempt(contents, state), self._failure, self._policy, self._sleep
+            "Gemini",
+            lambda state: self._attempt(contents, state),
+            self._failure,
+            self._policy,
+            self._sleep,
+            self._where,
         )
 
     async def _attempt(self, contents: list[types.Content], state: Attempt) -> AsyncGenerator[str, None]:
@@ -226,35 +242,52 @@ class GeminiProvider:
         if not finished:
             raise Cut("the stream ended without a finishReason")
 
-    def _failure(self, exc: Exception, sent: bool) -> tuple[str, str, float | None]:
-        """(code, detail, pause asked for) of a failure worth a retry; raises any other."""
+    def _failure(self, exc: Exception, sent: bool) -> Failed:
+        """A failure worth a retry; raises any other.  What the client reads of it has no
+        address, host, URL or key; the log's ``detail`` has the exception's own text."""
         if isinstance(exc, genai_errors.APIError):
             if _is_auth(exc):
                 raise auth_error("Gemini", "GEMINI_API_KEY or GOOGLE_API_KEY") from None
             status = int(exc.code or 0)
-            detail = f"{status} {exc.status or ''}".strip()
-            message = safe_text(exc.message, self._key)
+            head = f"{status} {exc.status or ''}".strip()
+            said = f"{head}: {public_text(exc.message, self._key, hosts=self._hosts)}"
+            detail = f"{head}: {safe_text(exc.message, self._key, limit=500)}"
             if sent:
                 raise ProviderError(
-                    codes.MODEL_ERROR, f"Gemini failed mid-answer ({detail}: {message})"
+                    codes.MODEL_ERROR,
+                    f"Gemini failed mid-answer ({said})",
+                    detail=f"Gemini failed mid-answer ({detail})",
                 ) from None
             if status not in RETRYABLE_STATUS:
                 raise ProviderError(
-                    code_for_status(status), f"Gemini refused the request ({detail}: {message})"
+                    code_for_status(status),
+                    f"Gemini refused the request ({said})",
+                    detail=f"Gemini refused the request ({detail})",
                 ) from None
-            return code_for_status(status), detail, _asked_delay(exc)
+            return Failed(code_for_status(status), said, detail, _asked_delay(exc))
         if isinstance(exc, genai_errors.UnknownApiResponseError | pydantic.ValidationError):
-            # A data event that is not JSON, or a chunk with a field of the wrong type.
-            log.warning("Gemini sent a chunk the SDK cannot read: %s", safe_text(exc, self._key))
+            # A data event that is not JSON, or a chunk with a field of the wrong type; the SDK's
+            # text quotes the chunk, which may be answer text.
+            shown = (
+                safe_text(exc, self._key)
+                if self._show_text
+                else f"{type(exc).__name__} (LOG_MESSAGE_TEXT=1 shows it)"
+            )
+            log.warning("Gemini sent a chunk the SDK cannot read: %s", shown)
             raise ProviderError(
                 codes.MODEL_ERROR, "Gemini sent a malformed chunk (not JSON, or a field of the wrong type)"
             ) from None
         if not _is_network(exc):
             raise exc
-        detail = safe_text(f"{type(exc).__name__}: {exc}", self._key)
+        said, detail = network_failure(exc, self._key)
         if sent:
-            raise ProviderError(codes.MODEL_ERROR, f"Gemini's answer broke off ({detail})") from None
-        return codes.MODEL_UNAVAILABLE, detail, None
+            raise ProviderError(
+                codes.MODEL_ERROR,
+                f"Gemini's answer broke off ({said})",
+                detail=f"Gemini's answer broke off ({detail})",
+            ) from None
+        unreachable = isinstance(exc, aiohttp.ClientConnectorError) or type(exc).__name__ == "ConnectError"
+        return Failed(codes.MODEL_UNAVAILABLE, said, detail, unreachable=unreachable)
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()

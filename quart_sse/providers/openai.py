@@ -43,6 +43,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -53,11 +54,15 @@ from quart_sse.providers.retry import (
     RETRYABLE_STATUS,
     Attempt,
     Cut,
+    Failed,
     RetryPolicy,
+    address,
     auth_error,
     code_for_status,
     finish_reason,
+    network_failure,
     parse_delay,
+    public_text,
     safe_text,
     with_retries,
 )
@@ -216,10 +221,16 @@ class OpenAIProvider:
         system_prompt: str | None = None,
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        show_text: bool = False,
     ) -> None:
+        """``show_text`` (``LOG_MESSAGE_TEXT``): a malformed event's data, which may hold
+        answer text, is logged as it is; otherwise only its length."""
         self.model = model or "default"
         self._model = model
         self._url = base_url.rstrip("/") + "/chat/completions"
+        self._where = address(self._url)  # for the operator's log only
+        self._hosts = tuple(h for h in (urlsplit(self._url).hostname,) if h)
+        self._show_text = show_text
         self._key = api_key
         self._system_prompt = system_prompt
         self._policy = policy or RetryPolicy()
@@ -247,6 +258,7 @@ class OpenAIProvider:
             self._failure,
             self._policy,
             self._sleep,
+            self._where,
         )
 
     async def _attempt(
@@ -276,7 +288,12 @@ class OpenAIProvider:
                     try:
                         text, reason = _piece(item.data)
                     except _Malformed as exc:
-                        log.warning("%s sent %s: %s", BACKEND, exc, safe_text(item.data, self._key))
+                        data = (
+                            safe_text(item.data, self._key)
+                            if self._show_text
+                            else f"{len(item.data)} characters (LOG_MESSAGE_TEXT=1 shows them)"
+                        )
+                        log.warning("%s sent %s: %s", BACKEND, exc, data)
                         raise ProviderError(codes.MODEL_ERROR, f"{BACKEND} sent {exc}") from None
                     if text:
                         yield text
@@ -305,25 +322,40 @@ class OpenAIProvider:
             "is OPENAI_BASE_URL an OpenAI-compatible server that streams?",
         )
 
-    def _failure(self, exc: Exception, sent: bool) -> tuple[str, str, float | None]:
-        """(code, detail, pause asked for) of a failure worth a retry; raises any other."""
+    def _failure(self, exc: Exception, sent: bool) -> Failed:
+        """A failure worth a retry; raises any other.  What the client reads of it has no
+        address, host, URL or key; the log's ``detail`` has the exception's own text."""
         if isinstance(exc, UpstreamError):
             if exc.status in (401, 403):
                 raise auth_error(BACKEND, "OPENAI_API_KEY") from None
-            detail = safe_text(f"{exc.status or 'error'}: {exc.message}", self._key)
+            status = exc.status or "error"
+            said = f"{status}: {public_text(exc.message, self._key, hosts=self._hosts)}"
+            detail = f"{status}: {safe_text(exc.message, self._key, limit=500)}"
             if sent:
-                raise ProviderError(codes.MODEL_ERROR, f"{BACKEND} failed mid-answer ({detail})") from None
-            if exc.status not in RETRYABLE_STATUS:
                 raise ProviderError(
-                    code_for_status(exc.status), f"{BACKEND} refused the request ({detail})"
+                    codes.MODEL_ERROR,
+                    f"{BACKEND} failed mid-answer ({said})",
+                    detail=f"{BACKEND} failed mid-answer ({detail})",
                 ) from None
-            return code_for_status(exc.status), detail, exc.asked
+            if exc.status not in RETRYABLE_STATUS:
+                code = code_for_status(exc.status)
+                raise ProviderError(
+                    code,
+                    f"{BACKEND} refused the request ({said})",
+                    detail=f"{BACKEND} refused the request ({detail})",
+                ) from None
+            return Failed(code_for_status(exc.status), said, detail, exc.asked)
         if not isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
             raise exc
-        detail = safe_text(f"{type(exc).__name__}: {exc}", self._key)
+        said, detail = network_failure(exc, self._key)
         if sent:
-            raise ProviderError(codes.MODEL_ERROR, f"{BACKEND}'s answer broke off ({detail})") from None
-        return codes.MODEL_UNAVAILABLE, detail, None
+            raise ProviderError(
+                codes.MODEL_ERROR,
+                f"{BACKEND}'s answer broke off ({said})",
+                detail=f"{BACKEND}'s answer broke off ({detail})",
+            ) from None
+        unreachable = isinstance(exc, aiohttp.ClientConnectorError)  # refused, no route, DNS
+        return Failed(codes.MODEL_UNAVAILABLE, said, detail, unreachable=unreachable)
 
     async def aclose(self) -> None:
         if self._session is not None:

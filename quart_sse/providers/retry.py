@@ -1,5 +1,10 @@
 """What the real backends share: retry pauses, HTTP status to ``error`` code, safe messages.
 
+Two texts for every failure: the client's (the ``error`` event's ``message``: what went
+wrong, in the model's own words where it gave some, with every URL, host, address and key
+taken out) and the operator's (logged at WARNING once the stream gives up, by
+:func:`with_retries`: the model's address and the exception's own text).
+
 A model that answers 429 or 5xx (or cannot be reached) before it has sent any text is asked
 again after a pause: the pause it asks for (``Retry-After``, Google's ``RetryInfo``) when it
 gives one, else an exponential backoff with jitter; ``MODEL_RETRIES`` times at most, and
@@ -29,6 +34,8 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
+from urllib.parse import urlsplit, urlunsplit
 
 from quart_sse import codes
 from quart_sse.config import Settings
@@ -87,6 +94,45 @@ def safe_text(text: object, *secrets: str | None, limit: int = 200) -> str:
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)\]]+")
+_IP = re.compile(r"\[[0-9a-fA-F:.]*:[0-9a-fA-F:.]*\](?::\d+)?|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+_HOST_PORT = re.compile(r"\b(?=[\w.-]*[a-zA-Z])[\w.-]+:\d{2,5}\b")
+
+
+def public_text(text: object, *secrets: str | None, hosts: tuple[str, ...] = (), limit: int = 200) -> str:
+    """One line of upstream text fit for a client: :func:`safe_text`, and every URL, IP
+    address, ``host:port`` and each of ``hosts`` replaced by ``[address]``."""
+    out = " ".join(str(text or "").split())
+    for secret in secrets:
+        if secret:
+            out = out.replace(secret, "[redacted]")
+    out = _URL.sub("[address]", out)
+    out = _IP.sub("[address]", out)
+    out = _HOST_PORT.sub("[address]", out)
+    for host in hosts:
+        if host:
+            out = re.sub(rf"(?<![\w.-]){re.escape(host)}(?![\w-])", "[address]", out, flags=re.IGNORECASE)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def address(url: str) -> str:
+    """``url`` as an operator's log may show it: without a user or password in it."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def network_failure(exc: BaseException, *secrets: str | None) -> tuple[str, str]:
+    """(for the client, for the log) of an unreachable model or a dropped connection: the
+    client gets the exception's kind only (its text names the address)."""
+    return type(exc).__name__, safe_text(f"{type(exc).__name__}: {exc}", *secrets, limit=500)
+
+
 def auth_error(backend: str, variable: str) -> ProviderError:
     return ProviderError(codes.AUTH, f"{backend} refused the API key: check {variable}")
 
@@ -119,14 +165,33 @@ class RetryPolicy:
         return wait
 
 
-def gave_up(code: str, backend: str, detail: str, attempts: int, asked: float | None) -> ProviderError:
+class Failed(NamedTuple):
+    """A failure worth a retry: its ``error`` code, what the client may read of it
+    (``said``: no address, host, URL or key), what the operator's log gets (``detail``),
+    the pause the model asked for, and whether the model could not be reached at all."""
+
+    code: str
+    said: str
+    detail: str
+    asked: float | None = None
+    unreachable: bool = False
+
+
+def gave_up(backend: str, failed: Failed, attempts: int) -> ProviderError:
     """The error after the last attempt, saying how many were made and what the model asked."""
+    code = failed.code
     what = {codes.RATE_LIMITED: "is rate limiting us", codes.MODEL_UNAVAILABLE: "is unavailable"}.get(
         code, "failed"
     )
+    if failed.unreachable:
+        what = "could not be reached"
     tries = f"after {attempts} attempts" if attempts > 1 else "at once"
-    wait = f"; it asks to wait {asked:g} s" if asked is not None else ""
-    return ProviderError(code, f"{backend} {what} ({detail}), gave up {tries}{wait}")
+    wait = f"; it asks to wait {failed.asked:g} s" if failed.asked is not None else ""
+    return ProviderError(
+        code,
+        f"{backend} {what} ({failed.said}), gave up {tries}{wait}",
+        detail=f"{backend} {what} ({failed.detail}), gave up {tries}{wait}",
+    )
 
 
 class Attempt:
@@ -148,9 +213,9 @@ class Cut(Exception):
     """
 
 
-Failure = Callable[[Exception, bool], tuple[str, str, "float | None"]]
-"""``failure(exc, sent) -> (code, detail, pause asked)`` for a failure worth a retry; raises
-any other (as a ProviderError, or the exception itself)."""
+Failure = Callable[[Exception, bool], Failed]
+"""``failure(exc, sent) -> Failed`` for a failure worth a retry; raises any other (as a
+ProviderError, or the exception itself)."""
 
 
 async def with_retries(
@@ -159,8 +224,13 @@ async def with_retries(
     failure: Failure,
     policy: RetryPolicy,
     sleep: Callable[[float], Awaitable[None]],
+    where: str = "",
 ) -> AsyncIterator[str]:
     """Text pieces from ``attempt``, asking again after a pause while nothing was sent.
+
+    Every failure it ends with (a :class:`ProviderError`) is logged at WARNING, with its
+    ``detail`` and ``where`` (the model's address), before it is raised; each retry is
+    logged at INFO.
 
     ``attempt(state)`` makes one request and yields its pieces, setting ``state.reason``
     when the model says why it stopped, and raising :class:`Cut` when the stream ends
@@ -171,33 +241,40 @@ async def with_retries(
     loop = asyncio.get_running_loop()
     started = loop.time()
     retry = 0
-    while True:
-        state = Attempt()
-        try:
-            async with contextlib.aclosing(attempt(state)) as pieces:
-                async for piece in pieces:
-                    state.sent = True
-                    yield piece
-            if state.reason and not state.sent:
-                raise ProviderError(
-                    codes.MODEL_ERROR,
-                    f"{backend} ended without any text (finish reason: {state.reason})",
-                    finish_reason=state.reason,
-                )
-            if state.reason:
-                yield FinishReason(state.reason)
-            return
-        except ProviderError:
-            raise
-        except Cut as exc:
-            if state.sent:
-                raise ProviderError(codes.MODEL_ERROR, f"{backend}'s answer was cut short ({exc})") from None
-            code, detail, asked = codes.MODEL_ERROR, f"cut short: {exc}", None
-        except Exception as exc:
-            code, detail, asked = failure(exc, state.sent)
-        retry += 1
-        wait = policy.pause(retry, asked, loop.time() - started)
-        if wait is None:
-            raise gave_up(code, backend, detail, retry, asked)
-        log.info("%s said %s; retry %d in %.2f s", backend, detail, retry, wait)
-        await sleep(wait)
+    at = f" at {where}" if where else ""
+    try:
+        while True:
+            state = Attempt()
+            try:
+                async with contextlib.aclosing(attempt(state)) as pieces:
+                    async for piece in pieces:
+                        state.sent = True
+                        yield piece
+                if state.reason and not state.sent:
+                    raise ProviderError(
+                        codes.MODEL_ERROR,
+                        f"{backend} ended without any text (finish reason: {state.reason})",
+                        finish_reason=state.reason,
+                    )
+                if state.reason:
+                    yield FinishReason(state.reason)
+                return
+            except ProviderError:
+                raise
+            except Cut as exc:
+                if state.sent:
+                    raise ProviderError(
+                        codes.MODEL_ERROR, f"{backend}'s answer was cut short ({exc})"
+                    ) from None
+                failed = Failed(codes.MODEL_ERROR, f"cut short: {exc}", f"cut short: {exc}")
+            except Exception as exc:
+                failed = failure(exc, state.sent)
+            retry += 1
+            wait = policy.pause(retry, failed.asked, loop.time() - started)
+            if wait is None:
+                raise gave_up(backend, failed, retry)
+            log.info("%s%s said %s; retry %d in %.2f s", backend, at, failed.detail, retry, wait)
+            await sleep(wait)
+    except ProviderError as exc:
+        log.warning("model failure (%s)%s: %s", exc.code, at, exc.detail)
+        raise

@@ -296,7 +296,7 @@ async def test_sigterm_mid_answer_finishes_it_refuses_new_messages_then_exits(sp
             head = await read_until_chunk(r, len(BEFORE))
             stream_id = head.data[0]["stream_id"]
             proc.proc.send_signal(signal.SIGTERM)
-            await proc.line(r"server: shutdown 1/4: taking no new messages .* 1 generations running")
+            await proc.line(r"server: shutdown 1/4: taking no new messages .* 1 generation running gets")
 
             # New messages are refused while the answer goes on; reading is not.
             for path in ("/chat", "/chat/stream"):
@@ -320,7 +320,7 @@ async def test_sigterm_mid_answer_finishes_it_refuses_new_messages_then_exits(sp
         assert (rest.raw + resumed_rest.raw).count(b"event: complete") == 2  # each reader, once
 
         assert await proc.exit() == 0  # by itself, once the answer was delivered
-    await proc.line(r"shutdown 2/4: 1 generations finished, 0 still running")
+    await proc.line(r"shutdown 2/4: 1 generation finished, 0 still running")
     await proc.line(r"shutdown 4/4: [12] open streams ended after their final event, 0 closed")
 
 
@@ -342,7 +342,7 @@ async def test_past_the_grace_the_answer_ends_interrupted_with_what_was_generate
     assert events[-1]["type"] == "error" and events[-1]["code"] == "interrupted"
     assert rest.raw.endswith(b"\n\n")  # the response ended on an event boundary
     await proc.line(r"shutdown 2/4: 0 generations finished, 1 still running")
-    await proc.line(r"shutdown 3/4: 1 generations ended as interrupted")
+    await proc.line(r"shutdown 3/4: 1 generation ended as interrupted")
 
 
 class HeldProvider:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -212,3 +213,64 @@ async def test_bad_requests_do_not_disturb_a_running_stream(start_server, http):
     assert chunks == list(range(1, 41))
     assert rest.last["type"] == "complete"
     await asyncio.sleep(0)
+
+
+async def status_of_a_body_that_never_ends(url: str, path: str, key: str) -> tuple[int, bytes]:
+    """POST ``path`` declaring 50 bytes and sending 5: the status and body of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+        'Content-Type: application/json\r\nContent-Length: 50\r\n\r\n{"mes'
+    )
+    writer.write(head.encode())
+    await writer.drain()
+    head_bytes = await reader.readuntil(b"\r\n\r\n")
+    found = re.search(rb"(?i)content-length: (\d+)", head_bytes)
+    assert found is not None, head_bytes
+    length = int(found.group(1))
+    body = await reader.readexactly(length)
+    writer.close()
+    return int(head_bytes.split()[1]), body
+
+
+async def test_refusals_come_in_the_documented_order(start_server, http):
+    """docs/API.md, Errors: when several apply, the first of 401, 413 (body), 408, 400, 413
+    (message), 404, 409, 429, 503 answers.  Each request below has every reason after its
+    own too (a 40,000-character message to session "nope" is 413, not 404)."""
+    key = "k-order"
+    server = start_server(
+        API_KEYS=key,
+        MAX_BODY_BYTES="50000",
+        MAX_MESSAGE_CHARS="32000",
+        RATE_LIMIT="2",
+        MAX_STREAMS="2",
+        SIM_CHUNK_DELAY_MS="3600000",
+        BODY_TIMEOUT="1",
+    )
+    auth = {"Authorization": f"Bearer {key}"}
+    huge = b"not json " * 6000  # over MAX_BODY_BYTES, and not JSON either
+
+    async def refused(status, code, data=None, json=None, headers=auth, path="/chat"):
+        async with http.post(server.url + path, data=data, json=json, headers=headers) as r:
+            assert r.status == status, (status, code, await r.text())
+            assert_error(await r.json(), code)
+
+    await refused(401, "unauthorized", data=huge, headers={})  # 401 before 413
+    await refused(413, "body_too_large", data=huge)  # 413 (body) before 400
+    status, rest = await status_of_a_body_that_never_ends(server.url, "/chat", key)
+    assert status == 408 and b"body_timeout" in rest  # 408 before 400 (the body is not JSON)
+    await refused(400, "invalid_request", json={"message": "x" * 40_000, "session_id": 5})  # before 413
+    await refused(413, "message_too_long", json={"message": "x" * 40_000, "session_id": "nope"})  # before 404
+    held = []
+    for _ in range(2):  # the rate limit's burst and MAX_STREAMS are both used up
+        async with http.post(f"{server.url}/chat", json={"message": "hold"}, headers=auth) as r:
+            assert r.status == 202
+            held.append(await r.json())
+    await refused(404, "session_not_found", json={"message": "x", "session_id": "nope"})  # before 429
+    busy = {"message": "x", "session_id": held[0]["session_id"]}
+    await refused(409, "generation_running", json=busy)  # 409 before 429 and 503
+    await refused(429, "rate_limited", json={"message": "x"})  # 429 before 503
+    for path in ("/chat/stream", "/chat"):
+        async with http.post(f"{server.url}{path}", json={"message": "x"}, headers=auth) as r:
+            assert r.status == 429

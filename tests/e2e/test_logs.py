@@ -154,3 +154,26 @@ async def test_log_access_off_leaves_out_the_access_lines(piped, http):
     output = server.stop()
     loggers = [json.loads(line)["logger"] for line in output.splitlines()]
     assert "quart_sse" in loggers and "quart_sse.access" not in loggers
+
+
+@pytest.mark.parametrize("message_text", ["", "1"])
+async def test_debug_chunk_lines_show_text_only_with_log_message_text(piped, http, message_text):
+    """README, Configuration: ``LOG_LEVEL=debug`` adds a line per chunk, with the chunk's
+    length; its text (which the offline model builds from the user's message) only with
+    ``LOG_MESSAGE_TEXT=1``."""
+    server = piped(LOG_LEVEL="debug", LOG_MESSAGE_TEXT=message_text, SIM_RESPONSE_CHUNKS="8")
+    async with http.post(f"{server.url}/chat/stream", json={"message": SECRET_TEXT}) as r:
+        stream = await read_stream(r)
+    assert stream.last["type"] == "complete"
+    chunks = [d["text"] for d in stream.data if d["type"] == "chunk"]
+    assert any("xylophone" in text for text in chunks)  # the answer quotes the message
+    output = server.stop()
+    lines = [line for line in output.splitlines() if "chunk #" in line]
+    assert len(lines) == len(chunks), output
+    for number, (line, text) in enumerate(zip(lines, chunks, strict=True), start=1):
+        if message_text:
+            assert line.endswith(f"chunk #{number}: {text[:60]!r}"), line
+        else:
+            assert line.endswith(f"chunk #{number}: {len(text)} chars"), line
+    if not message_text:
+        assert "xylophone" not in output

@@ -6,6 +6,7 @@ Every failure ends its stream with the right ``error`` code, and the server goes
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -238,3 +239,81 @@ def test_a_misconfiguration_stops_the_server_with_one_line(env, reason):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and reason in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on (bound, then let go)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_an_unreachable_model_is_said_plainly_to_the_client_and_in_detail_in_the_log(
+    start_server, http
+):
+    """docs/API.md: a model that cannot be reached ends the stream with ``model_unavailable``;
+    the client's message names no address, the operator's WARNING line names it and the error."""
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    server = start_server(
+        MODEL_PROVIDER="openai",
+        OPENAI_BASE_URL=url,
+        MODEL_RETRIES="0",
+        LOG_LEVEL="warning",
+        OPENAI_API_KEY=KEY,
+    )
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "error" and stream.last["code"] == "model_unavailable"
+    message = stream.last["message"]
+    assert "could not be reached" in message
+    for leak in ("127.0.0.1", str(port), "Cannot connect", "http", KEY):
+        assert leak not in message, (leak, message)
+    log = server.output()
+    warnings = [line for line in log.splitlines() if "model failure (model_unavailable)" in line]
+    assert warnings, log
+    assert f"127.0.0.1:{port}" in warnings[0] and "ClientConnectorError" in warnings[0]
+    assert KEY not in log
+
+
+ADDRESS = "http://10.20.30.40:9000/gpu-7"  # an upstream's internal address, quoted in its error
+
+
+@pytest.mark.parametrize(
+    ("how", "code", "said"),
+    [
+        ("refused every time", "model_unavailable", "overloaded"),
+        ("refused at once", "model_error", "overloaded"),
+        ("error event mid-answer", "model_error", "overloaded"),
+        ("cut mid-answer", "model_error", "broke off"),
+        ("cut before any text", "model_unavailable", "is unavailable"),
+    ],
+)
+async def test_no_failure_shows_an_address_to_the_client_and_each_is_a_warning(
+    serve, openai, http, how, code, said
+):
+    server = serve()
+    upstream = f"overloaded: see {ADDRESS} (node gpu-7.internal:9000, 10.20.30.40)"
+    if how == "refused every time":
+        openai.replies.extend([failure(503, upstream, retry_after="0")] * (RETRIES + 1))
+    elif how == "refused at once":
+        openai.replies.append(failure(400, upstream))
+    elif how == "error event mid-answer":
+        reply = answer("Partial ", finish=None, done=False)
+        reply.frames.append(json.dumps(error_body(upstream, code=500)))
+        openai.replies.append(reply)
+    elif how == "cut mid-answer":
+        openai.replies.append(answer("Partial ", finish=None, done=False, then="drop"))
+    else:
+        openai.replies.extend([answer(finish=None, done=False, then="drop")] * (RETRIES + 1))
+    stream = await chat_stream(http, server.url, "hello")
+    assert stream.last["type"] == "error" and stream.last["code"] == code
+    message = stream.last["message"]
+    assert said in message
+    standin = openai.base_url.split("//")[1].split("/")[0]  # 127.0.0.1:PORT
+    for leak in ("10.20.30.40", "gpu-7.internal", "9000", "127.0.0.1", standin, "://"):
+        assert leak not in message, (leak, message)
+    warnings = [line for line in server.output().splitlines() if f"model failure ({code})" in line]
+    assert len(warnings) == 1, server.output()
+    assert standin in warnings[0]
+    if "overloaded" in said:
+        assert ADDRESS in warnings[0]  # the operator gets what the model said, as it said it

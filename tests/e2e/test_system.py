@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from yarl import URL
 
 from tests.support.sse_client import chat_stream
@@ -179,3 +182,43 @@ async def test_chunk_lines_only_at_debug_level(start_server, http):
     assert "chunk #" not in quiet.output()
     assert "SSE STREAM STARTED" in quiet.output() and "SSE STREAM COMPLETED" in quiet.output()
     assert [f"chunk #{n}:" in loud.output() for n in range(1, 6)] == [True] * 5
+
+
+async def test_docs_links_its_icon_and_favicon_ico_is_served(start_server, http):
+    """Every visit to /docs used to ask for /favicon.ico: a 404 (a 401 with API_KEYS), an
+    access line and an ``unmatched`` request.  The page links Swagger UI's icon under the
+    public /docs/assets, and /favicon.ico is that icon."""
+    server = start_server(API_KEYS="k-icon")
+    async with http.get(f"{server.url}/docs") as r:
+        html = await r.text()
+    link = re.search(r'<link rel="icon"[^>]*href="([^"]+)"', html)
+    assert link is not None, html
+    async with http.get(server.url + link.group(1)) as r:  # no key: public, as the page is
+        assert r.status == 200 and r.headers["Content-Type"] == "image/png"
+        assert (await r.read()).startswith(b"\x89PNG")
+    async with http.get(f"{server.url}/favicon.ico") as r:  # public: a browser sends no key for it
+        assert r.status == 200 and r.headers["Content-Type"] == "image/png"
+    async with http.get(f"{server.url}/metrics", headers={"Authorization": "Bearer k-icon"}) as r:
+        text = await r.text()
+    assert 'route="unmatched"' not in text
+
+
+@pytest.mark.parametrize("page", ["/docs", "/demo"])
+async def test_a_trailing_slash_is_redirected_to_the_page(server, http, page):
+    async with http.get(f"{server.url}{page}/", allow_redirects=False) as r:
+        assert r.status == 308 and r.headers["Location"] == page
+    async with http.get(f"{server.url}{page}/") as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
+
+
+async def test_metrics_export_each_figure_once_with_a_help_text_of_its_own(server, http):
+    async with http.get(f"{server.url}/metrics") as r:
+        text = await r.text()
+    helps = re.findall(r"^# HELP (\S+) (.*)$", text, flags=re.MULTILINE)
+    by_text: dict[str, list[str]] = {}
+    for name, doc in helps:
+        by_text.setdefault(doc, []).append(name)
+    assert {doc: names for doc, names in by_text.items() if len(names) > 1} == {}
+    names = {name for name, _ in helps}
+    assert {"quart_sse_streams_active", "quart_sse_stream_responses_open"} <= names
+    assert not {"quart_sse_readers", "quart_sse_generations"} & names  # the same figures, removed

@@ -555,3 +555,30 @@ async def test_gemini_a_malformed_chunk_is_model_error(gemini, bad):
     assert pieces == ["a "]
     assert error is not None and error.code == "model_error" and "malformed chunk" in error.message
     assert len(gemini.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("upstream", "shown"),
+    [
+        ("see http://10.0.0.5:8000/v1/x for details", "see [address] for details"),
+        ("node 10.0.0.5 is down", "node [address] is down"),
+        ("node 10.0.0.5:9000 is down", "node [address] is down"),
+        ("node [fd00::1]:9000 is down", "node [address] is down"),
+        ("ollama.internal:11434 refused", "[address] refused"),
+        ("gpu-box is out of memory", "[address] is out of memory"),  # the configured host
+        ("400: the request exceeds the available context size", None),  # unchanged
+        ("retry at 12:30 please", None),
+        ("key sk-abc leaked", "key [redacted] leaked"),
+    ],
+)
+def test_text_for_clients_holds_no_address_host_url_or_key(upstream, shown):
+    from quart_sse.providers.retry import public_text
+
+    assert public_text(upstream, "sk-abc", hosts=("gpu-box",)) == (shown or upstream)
+
+
+def test_the_logged_address_drops_a_user_and_password():
+    from quart_sse.providers.retry import address
+
+    assert address("http://user:pw@10.0.0.5:8000/v1") == "http://10.0.0.5:8000/v1"
+    assert address("https://api.example/v1") == "https://api.example/v1"
