@@ -151,6 +151,8 @@ class Settings:
     body_timeout: float = _setting(60.0, _number(float, minimum=0.1))
     max_session_messages: int = _setting(1000, _number(int, minimum=2))
     context_max_chars: int = _setting(200_000, _positive_int)
+    # Durable Streams (/v1/stream/): seconds a long-poll read waits for data before its 204.
+    durable_long_poll_timeout: float = _setting(20.0, _number(float, minimum=0.05))
 
     @property
     def model_name(self) -> str:

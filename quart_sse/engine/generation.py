@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from quart_sse import codes
 from quart_sse.config import Settings
 from quart_sse.engine.channel import Channel, LogWriter
+from quart_sse.engine.durable import durable_url
 from quart_sse.ids import new_id
 from quart_sse.metrics import Stats
 from quart_sse.models import Message, Promoted, Session, now_iso
@@ -305,6 +306,7 @@ class Generations:
                         "stream_id": stream_id,
                         "model": model,
                         "events_url": events_url(stream_id),
+                        "durable_url": durable_url(stream_id),
                     },
                 )
             )

@@ -28,6 +28,7 @@ from quart_sse import codes
 from quart_sse.config import Settings
 from quart_sse.engine.channel import LogWriter
 from quart_sse.engine.control import Control
+from quart_sse.engine.durable import create_durable
 from quart_sse.engine.generation import Generation, Generations, Outcome
 from quart_sse.engine.hub import Hub
 from quart_sse.engine.pump import Delivery, Responses
@@ -80,6 +81,8 @@ class Engine:
         # heartbeats if it died (then the stream is closed), so that bounds the wait.
         self.control = Control(store, self.generations, 3 * settings.heartbeat_interval + 5)
         self.responses = Responses()
+        self.durable = create_durable(settings)
+        """Durable Streams (``/v1/stream/``): their store and the protocol's operations."""
         self.counters: list[Callable[[], dict[str, int]]] = []
         """Figures of the layers around the engine (the edge's limits), for /stats."""
         self._closed = False
@@ -138,6 +141,7 @@ class Engine:
     async def start(self) -> None:
         """Connect the store and start the log writer (in the serving loop)."""
         await self.store.connect()
+        await self.durable.connect()
         self.writer.start()
 
     async def drain(self, name: str = "server") -> None:
@@ -186,6 +190,7 @@ class Engine:
         await self.generations.cancel_all(codes.INTERRUPTED)
         await self.writer.aclose()
         await self.provider.aclose()
+        await self.durable.aclose()
         await self.store.aclose()
 
 

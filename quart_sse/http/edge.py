@@ -27,6 +27,8 @@ from typing import Any
 
 from quart_sse import codes
 from quart_sse.engine import Engine, events_url
+from quart_sse.engine.durable import durable_url
+from quart_sse.http import durable
 from quart_sse.http.access import RAW_SEND
 from quart_sse.http.auth import Keys
 from quart_sse.http.chat import Accepted, body_too_large, start_generation, start_regeneration
@@ -217,6 +219,7 @@ class Edge:
             "session_id": accepted.session_id,
             "stream_id": stream_id,
             "events_url": events_url(stream_id),
+            "durable_url": durable_url(stream_id),
         }
         if accepted.queued:
             answer["queued"] = True
@@ -374,6 +377,7 @@ Edge.ROUTES = (
         {"GET": Edge.session_events, "HEAD": Edge.session_events},
     ),
     (re.compile(r"/sessions/(?P<session_id>[^/]+)/regenerate"), {"POST": Edge.regenerate}),
+    (re.compile(r"/v1/stream/(?P<path>.+)"), dict.fromkeys(durable.METHODS, durable.handle)),
 )
 
 PATHS = (
@@ -382,5 +386,6 @@ PATHS = (
     "GET /streams/<stream_id>/events",
     "GET /sessions/<session_id>/events",
     "POST /sessions/<session_id>/regenerate",
+    "GET, HEAD, PUT, POST, DELETE /v1/stream/<path>",
 )
 """The edge's routes, as Quart lists its own (for GET /)."""

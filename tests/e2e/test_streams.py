@@ -43,7 +43,7 @@ async def test_events_come_in_the_documented_order_with_their_fields(server, htt
     data = stream.data
     info, status, *chunks, complete = data
     assert info["type"] == "session_info"
-    assert set(info) == {"type", "session_id", "stream_id", "model", "events_url"}
+    assert set(info) == {"type", "session_id", "stream_id", "model", "events_url", "durable_url"}
     assert info["model"] == "simulated"
     assert info["events_url"] == f"/streams/{info['stream_id']}/events"
     assert status == {"type": "status", "message": status["message"], "context_messages": 1}
@@ -85,7 +85,7 @@ async def test_post_chat_answers_202_and_the_stream_reads_from_its_events_url(se
     async with http.post(f"{server.url}/chat", json={"message": "via EventSource", "session_id": None}) as r:
         assert r.status == 202
         accepted = await r.json()
-    assert set(accepted) == {"session_id", "stream_id", "events_url"}
+    assert set(accepted) == {"session_id", "stream_id", "events_url", "durable_url"}
     async with http.get(server.url + accepted["events_url"]) as r:
         assert r.status == 200
         stream = await read_stream(r)

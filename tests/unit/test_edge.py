@@ -641,7 +641,7 @@ async def test_post_chat_is_202_with_its_stream_then_the_stream_reads() -> None:
         assert answer.status == 202, answer.body
         assert answer.header("content-type") == "application/json"
         body = answer.json()
-        assert set(body) == {"session_id", "stream_id", "events_url"}
+        assert set(body) == {"session_id", "stream_id", "events_url", "durable_url"}
         assert body["events_url"] == f"/streams/{body['stream_id']}/events"
         assert await engine_of(app).store.get_session(body["session_id"]) is not None
 
