@@ -1,13 +1,16 @@
 """quart-sse-chat: arguments, the one-shot ``--message`` mode, and exit codes.
 
 Exit codes: 0 the answer completed (or the interactive client quit), 1 the answer ended with
-an ``error`` event or the server refused the request, 2 bad arguments, 3 the server could
+an ``error`` event or the server refused the request, 2 bad arguments, or standard input
+that cannot be sent (not UTF-8, over the server's 1 MiB body limit, or making the message
+longer than the server's ``MAX_MESSAGE_CHARS``), 3 the server could
 not be reached or reconnection gave up, 130 interrupted by Ctrl-C, 141 standard output was
 closed early (``quart-sse-chat -m … | head``: 128 + SIGPIPE, as a shell reports a process
 that SIGPIPE ended).
 
-Standard input that is not a terminal is read whole and sent: after ``--message``'s text
-(``cat notes.txt | quart-sse-chat -m "summarise this"``), or alone.
+Standard input that is not a terminal is read (up to the server's 1 MiB body limit) and
+sent: after ``--message``'s text (``cat notes.txt | quart-sse-chat -m "summarise this"``),
+or alone.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
-
-from rich.console import Console
+from typing import BinaryIO
 
 from client import render
 from client.answer import Answer, AnswerView, PlainView, RichView, TextView
-from client.api import ChatAPI, RequestFailed, Unreachable
+from client.api import DEFAULT_MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS_DEFAULT
+from client.api import MAX_BODY_BYTES, ChatAPI, RequestFailed, Unreachable
 from client.chat import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -40,7 +43,9 @@ from client.stats import LOST, Outcome
 from client.stream import AnswerStream, ReconnectPolicy
 
 PROG = "quart-sse-chat"
+EXIT_USAGE = 2  # bad arguments, or standard input or a message the server cannot take
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+SHORT_MESSAGE = 1000  # characters: no need to ask the server for its limit
 
 
 def version() -> str:
@@ -55,14 +60,20 @@ def wants_plain(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
     return bool(args.plain or environ.get("NO_COLOR") or environ.get("TERM") == "dumb")
 
 
+def wants_styles(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
+    """False with ``--plain`` or ``TERM=dumb``: no colour, bold or dim at all.  ``NO_COLOR``
+    alone keeps bold and dim (no-color.org asks only for no colour)."""
+    return not (args.plain or environ.get("TERM") == "dumb")
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     env = environ.get
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Chat with a quart-sse server from the terminal; answers stream live and survive "
         "dropped connections.",
-        epilog="Exit codes: 0 complete, 1 error event or refused request, 2 bad arguments, "
-        "3 server unreachable or reconnection gave up, 130 Ctrl-C.",
+        epilog="Exit codes: 0 complete, 1 error event or refused request, 2 bad arguments or "
+        "input, 3 server unreachable or reconnection gave up, 130 Ctrl-C, 141 output closed.",
     )
     parser.add_argument(
         "--url",
@@ -156,34 +167,82 @@ def exit_code(outcome: Outcome) -> int:
     return EXIT_UNREACHABLE if outcome.status == LOST else EXIT_ERROR
 
 
-def read_stdin(message: str | None) -> str | None:
+class InputError(Exception):
+    """Standard input or the message cannot be sent as it is (exit 2); the text says why."""
+
+
+def read_stdin(message: str | None, stdin: BinaryIO | None = None, limit: int = MAX_BODY_BYTES) -> str | None:
     """The message to send: ``message``, then piped standard input after a blank line (or
-    alone); None when standard input is a terminal and there is no ``message``."""
-    if sys.stdin is None or sys.stdin.isatty():
-        return message
-    piped = sys.stdin.read()
+    alone); None when standard input is a terminal and there is no ``message``.
+
+    At most ``limit`` bytes (the server's 1 MiB body limit) are read, and one more to know
+    the input is over it.  Raises :class:`InputError` when it is, or when it is not UTF-8.
+    """
+    if stdin is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            return message
+        stdin = sys.stdin.buffer
+    raw = stdin.read(limit + 1)
+    if len(raw) > limit:
+        raise InputError(
+            f"standard input is too large: more than {limit:,} bytes "
+            f"(the server takes at most {MAX_MESSAGE_CHARS_DEFAULT:,} characters by default)"
+        )
+    try:
+        piped = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"standard input is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start:,}): "
+            "send text, or convert it first (iconv -t UTF-8)"
+        ) from None
     if not piped.strip():
         return message
     return f"{message}\n\n{piped}" if message is not None else piped
 
 
-async def one_shot(args: argparse.Namespace, policy: ReconnectPolicy, message: str) -> int:
-    """Send ``message``; the answer's text goes to stdout (plain when it is not a terminal)."""
+def too_long_text(length: int, limit: int, *, piped: bool) -> str:
+    """``the piped input makes the message too long (40,012 of at most 32,000 characters)``."""
+    what = "the piped input makes the message too long" if piped else "the message is too long"
+    return f"{what} ({length:,} of at most {limit:,} characters, the server's MAX_MESSAGE_CHARS)"
+
+
+async def one_shot(
+    args: argparse.Namespace, policy: ReconnectPolicy, message: str, *, piped: bool = False
+) -> int:
+    """Send ``message``; the answer's text goes to stdout (plain when it is not a terminal).
+
+    A message longer than the server takes is said before anything is sent (exit 2).  When
+    standard output is closed early (``| head``) the generation is cancelled on the server,
+    as Ctrl-C does, and the exit code is 141.
+    """
     view: AnswerView
     if not sys.stdout.isatty():
         view = PlainView(sys.stdout, sys.stderr, PROG)
     elif render.is_plain():
-        view = TextView(Console(highlight=False, no_color=True, emoji=False))
+        view = TextView(render.console())
     else:
-        view = RichView(Console(highlight=False))
+        view = RichView(render.console())
     async with ChatAPI(args.url, args.api_key) as api:
-        answer = Answer(AnswerStream(api, policy, retry_post=False), view)
-        interrupted, _ = await interruptible(answer.run(message, args.session))
+        if len(message) > SHORT_MESSAGE:  # a short one fits any sensible MAX_MESSAGE_CHARS
+            with contextlib.suppress(Unreachable):  # then said when the message is sent
+                limit = await api.max_message_chars()
+                if len(message) > limit:
+                    _error(too_long_text(len(message), limit, piped=piped))
+                    return EXIT_USAGE
+        answer = Answer(AnswerStream(api, policy), view)
+        try:
+            interrupted, _ = await interruptible(answer.run(message, args.session))
+        except BrokenPipeError:
+            _quiet_stdout()
+            interrupted = True
+            code = EXIT_BROKEN_PIPE
+        else:
+            code = EXIT_INTERRUPTED
         if interrupted:
             if answer.outcome.stream_id:
                 with contextlib.suppress(Unreachable, RequestFailed):
                     await api.cancel(answer.outcome.stream_id)
-            return EXIT_INTERRUPTED
+            return code
         if answer.unreachable is not None:
             return EXIT_UNREACHABLE
         if answer.outcome.error and "(401 " in answer.outcome.error:
@@ -198,8 +257,7 @@ def _error(line: str) -> None:
 
 
 async def interactive(args: argparse.Namespace, policy: ReconnectPolicy) -> int:
-    plain_mode = render.is_plain()
-    console = Console(highlight=False, no_color=plain_mode, emoji=not plain_mode)
+    console = render.console()
     async with ChatAPI(args.url, args.api_key) as api:
         app = ChatApp(
             api,
@@ -222,14 +280,18 @@ def _quiet_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, policy = parse_args(argv)
-    render.set_plain(wants_plain(args, os.environ))
-    message = read_stdin(args.message)
+    render.set_plain(wants_plain(args, os.environ), styled=wants_styles(args, os.environ))
+    try:
+        message = read_stdin(args.message)
+    except InputError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
     if message is None and not sys.stdin.isatty():
-        print(f"{PROG}: standard input is empty: nothing to send", file=sys.stderr)
-        return 2
+        _error("standard input is empty: nothing to send")
+        return EXIT_USAGE
     try:
         if message is not None:
-            return asyncio.run(one_shot(args, policy, message))
+            return asyncio.run(one_shot(args, policy, message, piped=message != args.message))
         return asyncio.run(interactive(args, policy))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

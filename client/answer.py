@@ -17,6 +17,7 @@ each redraw renders the whole answer again, so its cost grows with the answer's 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,15 +26,16 @@ from typing import Any, Protocol, TextIO
 from rich.console import Console, ConsoleOptions
 from rich.live import Live
 from rich.rule import Rule
-from rich.segment import Segment
+from rich.segment import Segment, Segments
 from rich.text import Text
 
 from client import render
 from client.api import RequestFailed
-from client.blocks import BlockSplitter
+from client.blocks import BlockSplitter, split_blocks
 from client.safe import plain, printable
 from client.stats import CANCELLED, COMPLETE, LOST, REFUSED, Outcome
 from client.stream import AnswerStream, Item, Notice, NotPosted, Reconnecting, StreamLost
+from client.wrap import StatusLine, WordWrapper
 
 
 class AnswerView(Protocol):
@@ -75,7 +77,9 @@ class Answer:
             if out.status == LOST and out.error is None:
                 out.error = "the stream had ended"
         except NotPosted as exc:
-            out.status, out.error = LOST, render.unreachable_text(self.stream.api.base_url, exc.unreachable)
+            base = self.stream.api.base_url
+            out.status = LOST
+            out.error = render.unreachable_text(base, exc.unreachable, host_unknown=exc.host_unknown)
             self.unreachable = exc.unreachable
         except StreamLost as exc:
             out.status, out.error = LOST, exc.reason
@@ -122,11 +126,15 @@ class Answer:
             out.error = str(data.get("message", ""))
 
 
+def _messages(count: Any) -> str:
+    return render.plural(count, "message")
+
+
 def _notice_text(notice: Notice) -> str:
     if isinstance(notice, Reconnecting):
         what = "reconnecting" if notice.started else "cannot reach the server, retrying"
         return f"{what} (attempt {notice.attempt}/{notice.attempts}) in {notice.delay:.1f}s: {notice.reason}"
-    return f"resumed after {notice.attempts} attempt{'s' if notice.attempts > 1 else ''}"
+    return f"resumed after {render.plural(notice.attempts, 'attempt')}"
 
 
 class PlainView:
@@ -136,6 +144,8 @@ class PlainView:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.prog = prog
+        # On a terminal, reconnection attempts rewrite one line; in a log, each is a line.
+        self._status = StatusLine(self.err, _columns) if _isatty(self.err) else None
 
     def session(self, session_id: str | None, model: str | None) -> None:
         pass
@@ -149,9 +159,16 @@ class PlainView:
             self.out.flush()
 
     def notice(self, notice: Notice) -> None:
-        self._say(_notice_text(notice))
+        if self._status is None:
+            self._say(_notice_text(notice))
+        elif isinstance(notice, Reconnecting):
+            self._status.show(f"{self.prog}: {printable(_notice_text(notice))}")
+        else:
+            self._status.end(f"{self.prog}: {printable(_notice_text(notice))}")
 
     def finish(self, outcome: Outcome) -> None:
+        if self._status is not None:
+            self._status.end()
         if outcome.text and not outcome.text.endswith("\n"):
             self.out.write("\n")
         self.out.flush()
@@ -164,6 +181,17 @@ class PlainView:
     def _say(self, line: str) -> None:
         self.err.write(f"{self.prog}: {printable(line)}\n")
         self.err.flush()
+
+
+def _isatty(file: TextIO) -> bool:
+    try:
+        return file.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _columns() -> int:
+    return shutil.get_terminal_size().columns
 
 
 def _rstrip(line: list[Segment]) -> list[Segment]:
@@ -238,7 +266,7 @@ class RichView:
         self.session_id, self.model = session_id, model
 
     def status(self, message: str, context_messages: Any) -> None:
-        self.console.print(plain(f"💭 {message} (context: {context_messages} messages)", style="dim"))
+        self.console.print(plain(f"💭 {message} (context: {_messages(context_messages)})", style="dim"))
         self._start()
 
     def _start(self) -> None:
@@ -260,16 +288,22 @@ class RichView:
     def _tail(self) -> _Tail:
         footer = self._notice
         if footer is None and self._chunks:
-            footer = Text(f"● streaming… {self._chunks} chunks", style="dim cyan")
+            footer = Text(f"● streaming… {render.plural(self._chunks, 'chunk')}", style="dim cyan")
         return _Tail(self._blocks.tail, footer, self.tail_lines)
 
     def _print_blocks(self, source: str) -> None:
-        if not source.strip():
-            return
-        if self._printed:
-            self.console.print()
-        self.console.print(render.AnswerMarkdown(source))
-        self._printed = True
+        """Each block of ``source`` rendered on its own, without the blank lines Rich puts
+        around it, and one blank line between blocks: the same output for the same answer,
+        however its pieces were split (Rich's spacing depends on what follows a block in
+        the same document)."""
+        for block in split_blocks(source):
+            lines = render.block_lines(self.console, block)
+            if not lines:
+                continue
+            if self._printed:
+                self.console.print()
+            self.console.print(Segments(segment for line in lines for segment in (*line, Segment.line())))
+            self._printed = True
 
     def _draw(self) -> None:
         """Finished blocks to the scrollback (above the live region), then the tail redrawn."""
@@ -332,31 +366,60 @@ class RichView:
 
 class TextView:
     """``--plain``: the answer's text as it comes, one line before it and one after; no
-    Markdown, boxes or emoji."""
+    Markdown, boxes or emoji.  On a terminal the text is wrapped at word boundaries to its
+    width, and reconnection attempts share one line, rewritten in place."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self._started = False
         self._ends_in_newline = True
+        self._wrap = WordWrapper(lambda: self.console.width) if console.is_terminal else None
+        self._status = StatusLine(console.file, lambda: self.console.width) if console.is_terminal else None
 
     def session(self, session_id: str | None, model: str | None) -> None:
         pass
 
     def status(self, message: str, context_messages: Any) -> None:
-        self.console.print(plain(f"{message} (context: {context_messages} messages)"), soft_wrap=True)
+        self.console.print(plain(f"{message} (context: {_messages(context_messages)})"), soft_wrap=True)
 
     def text(self, piece: str) -> None:
-        if piece:
-            self.console.print(plain(piece), end="", soft_wrap=True)
-            self._ends_in_newline = piece.endswith("\n")
+        if not piece:
+            return
+        self._end_status()
+        shown = self._wrap.feed(piece) if self._wrap is not None else piece
+        if shown:
+            self.console.print(plain(shown), end="", soft_wrap=True)
+            self._ends_in_newline = shown.endswith("\n")
+
+    def _new_line(self) -> None:
+        if self._wrap is not None:
+            rest = self._wrap.flush()
+            if rest:
+                self.console.print(plain(rest), end="", soft_wrap=True)
+                self._ends_in_newline = False
+        if not self._ends_in_newline:
+            self.console.print()
+            self._ends_in_newline = True
+            if self._wrap is not None:
+                self._wrap.feed("\n")
+
+    def _end_status(self) -> None:
+        if self._status is not None and self._status.shown:
+            self._status.end()
 
     def notice(self, notice: Notice) -> None:
-        if not self._ends_in_newline:
-            self.console.print()
-        self.console.print(plain(f"-- {_notice_text(notice)}"), soft_wrap=True)
-        self._ends_in_newline = True
+        if self._status is None or (self._ends_in_newline is False and self._wrap is None):
+            self._new_line()
+            self.console.print(plain(f"-- {_notice_text(notice)}"), soft_wrap=True)
+            return
+        if not self._status.shown:
+            self._new_line()
+        line = printable(f"-- {_notice_text(notice)}")
+        if isinstance(notice, Reconnecting):
+            self._status.show(line)
+        else:
+            self._status.end(line)
 
     def finish(self, outcome: Outcome) -> None:
-        if not self._ends_in_newline:
-            self.console.print()
+        self._end_status()
+        self._new_line()
         self.console.print(render.summary_line(outcome), soft_wrap=True)

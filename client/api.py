@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin
@@ -18,10 +19,18 @@ import aiohttp
 # A stream response has no total deadline: :mod:`client.stream` watches for silence instead.
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 _CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+# The server's defaults (docs/API.md): MAX_MESSAGE_CHARS, MAX_BODY_BYTES.
+DEFAULT_MAX_MESSAGE_CHARS = 32_000
+MAX_BODY_BYTES = 1_048_576
 
 
 class Unreachable(Exception):
-    """No HTTP answer from the server (connection refused, reset, or timed out)."""
+    """No HTTP answer from the server (connection refused, reset, or timed out);
+    ``host_unknown``: the server's host name could not be resolved (DNS)."""
+
+    def __init__(self, reason: str, *, host_unknown: bool = False) -> None:
+        super().__init__(reason)
+        self.host_unknown = host_unknown
 
 
 class RequestFailed(Exception):
@@ -38,6 +47,9 @@ def describe(exc: BaseException) -> str:
     """A short, one-line reason for a network failure (never a traceback)."""
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if _host_unknown(exc):
+        assert isinstance(exc, aiohttp.ClientConnectorError)
+        return f"the host name {exc.host} could not be resolved"
     if isinstance(exc, aiohttp.ClientConnectorError):
         errno = exc.os_error.errno
         return os.strerror(errno).lower() if errno else str(exc.os_error) or type(exc).__name__
@@ -47,6 +59,13 @@ def describe(exc: BaseException) -> str:
         return "connection lost mid-response"
     text = str(exc).splitlines()[0] if str(exc) else ""
     return text or type(exc).__name__
+
+
+def _host_unknown(exc: BaseException) -> bool:
+    """A failed DNS look-up (``socket.gaierror``), where ``str()`` says "unknown error -2"."""
+    return isinstance(exc, aiohttp.ClientConnectorDNSError) or (
+        isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, socket.gaierror)
+    )
 
 
 async def _failure(response: aiohttp.ClientResponse) -> RequestFailed:
@@ -66,6 +85,7 @@ class ChatAPI:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = aiohttp.ClientSession(headers=headers)
+        self._max_chars: int | None = None
 
     async def __aenter__(self) -> ChatAPI:
         return self
@@ -86,7 +106,7 @@ class ChatAPI:
         try:
             response = await self._http.request(method, self.url(path), timeout=limits, **kwargs)
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise Unreachable(describe(exc)) from None
+            raise Unreachable(describe(exc), host_unknown=_host_unknown(exc)) from None
         if response.status >= 300:
             try:
                 raise await _failure(response)
@@ -149,6 +169,19 @@ class ChatAPI:
 
     async def clear_session(self, session_id: str) -> None:
         await self.call("POST", f"/sessions/{session_id}/clear")
+
+    async def max_message_chars(self) -> int:
+        """The longest message the server takes, in characters (its ``MAX_MESSAGE_CHARS``, read
+        once from ``/openapi.json``: ``ChatRequest.message.maxLength``); 32,000 (the default)
+        when the schema cannot be read.  Raises :class:`Unreachable`."""
+        if self._max_chars is None:
+            try:
+                spec = await self.call("GET", "/openapi.json")
+                found = spec["components"]["schemas"]["ChatRequest"]["properties"]["message"]["maxLength"]
+                self._max_chars = int(found) if int(found) > 0 else DEFAULT_MAX_MESSAGE_CHARS
+            except (RequestFailed, KeyError, TypeError, ValueError):
+                self._max_chars = DEFAULT_MAX_MESSAGE_CHARS
+        return self._max_chars
 
     async def health(self) -> dict[str, Any]:
         return await self.call("GET", "/health")

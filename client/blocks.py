@@ -12,7 +12,24 @@ What can still change a finished block is a link reference definition further do
 
 from __future__ import annotations
 
+import itertools
+
 from client.render import MARKDOWN_PARSER
+
+
+def split_blocks(source: str) -> list[str]:
+    """``source`` cut into its top-level blocks, each with the blank lines after it; blocks
+    that are only blank lines are left out.  The printer renders each block on its own, so
+    the output does not depend on which blocks were handed out together."""
+    lines = source.splitlines(keepends=True)
+    starts = [
+        token.map[0]
+        for token in MARKDOWN_PARSER.parse(source)
+        if token.level == 0 and token.nesting >= 0 and token.map is not None
+    ]
+    bounds = [0, *(start for start in starts if start > 0), len(lines)]
+    blocks = ["".join(lines[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
+    return [block for block in blocks if block.strip()]
 
 
 class BlockSplitter:

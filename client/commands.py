@@ -38,6 +38,8 @@ class App(Protocol):
     async def send(self, message: str) -> Outcome: ...
     async def follow(self, stream_id: str) -> Outcome: ...
     async def edit(self, initial: str = "") -> str | None: ...
+    async def create_session(self) -> None: ...
+    async def leave(self) -> None: ...
 
 
 Handler = Callable[[App, str], Awaitable[bool]]
@@ -153,11 +155,8 @@ async def _demo(app: App, arg: str) -> bool:
 
 @command("/new")
 async def _new(app: App, arg: str) -> bool:
-    data = await app.api.new_session()
-    app.session_id = str(data["session_id"])
-    app.model = str(data.get("model") or app.model)
-    app.session_messages = 0
-    app.stats.sessions_created += 1
+    await app.leave()  # the session left, if this client made it and it is still empty
+    await app.create_session()
     app.say("✨ New session created successfully!", "green")
     app.say(f"   Session ID: {app.session_id}")
     app.say(f"   Model: {app.model}")
@@ -211,10 +210,13 @@ async def _switch(app: App, arg: str) -> bool:
     data = await _resolve(app, arg)
     if data is None:
         return True
+    if str(data["session_id"]) != app.session_id:
+        await app.leave()
     app.session_id = str(data["session_id"])
     app.model = str(data.get("model") or app.model)
     app.session_messages = int(data.get("message_count", 0))
-    app.say(f"🔀 Switched to session {app.session_id} ({app.session_messages} messages)", "green")
+    count = render.plural(app.session_messages, "message")
+    app.say(f"🔀 Switched to session {app.session_id} ({count})", "green")
     messages = list(data.get("messages", []))
     generating = data.get("generating")
     if generating:
@@ -261,7 +263,7 @@ async def _export(app: App, arg: str) -> bool:
     except OSError as exc:
         app.say(f"✖ Cannot write {path}: {exc.strerror or exc}", "red")
         return True
-    app.say(f"📝 Wrote {len(data.get('messages', []))} messages to {path}", "green")
+    app.say(f"📝 Wrote {render.plural(len(data.get('messages', [])), 'message')} to {path}", "green")
     return True
 
 
@@ -271,14 +273,17 @@ async def _copy(app: App, arg: str) -> bool:
     if session_id is None:
         return True
     answers = [m for m in (await app.api.session(session_id)).get("messages", []) if m.get("role") != "user"]
-    code = last_code_block(str(answers[-1].get("content", ""))) if answers else None
+    if not answers:
+        app.say("There is no answer in this session yet: nothing to copy.", "yellow")
+        return True
+    code = last_code_block(str(answers[-1].get("content", "")))
     if code is None:
         app.say("The last answer has no code block to copy.", "yellow")
         return True
     app.console.file.write(osc52(code))
     app.console.file.flush()
     lines = code.count("\n") + (not code.endswith("\n"))
-    app.say(f"📋 Copied the last code block ({lines} lines) to the clipboard.", "green")
+    app.say(f"📋 Copied the last code block ({render.plural(lines, 'line')}) to the clipboard.", "green")
     return True
 
 

@@ -14,9 +14,10 @@ from typing import Any
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.markdown import Markdown
 from rich.panel import Panel
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -57,12 +58,29 @@ KEYS: list[tuple[str, str]] = [
 ]
 
 _plain = False
+_styled = True
 
 
-def set_plain(on: bool) -> None:
-    """``--plain``: boxes become plain lines and emoji are left out, everywhere in this module."""
-    global _plain
-    _plain = on
+def set_plain(on: bool, *, styled: bool = True) -> None:
+    """``--plain`` (also ``NO_COLOR``, ``TERM=dumb``): boxes become plain lines and emoji are
+    left out, everywhere in this module.  ``styled`` False (``--plain``, ``TERM=dumb``): no
+    colour, bold or dim either; ``NO_COLOR`` keeps bold and dim (no-color.org)."""
+    global _plain, _styled
+    _plain, _styled = on, styled
+
+
+def is_styled() -> bool:
+    return _styled
+
+
+def console(**kwargs: Any) -> Console:
+    """A Rich console as the mode asks: colours, or bold and dim only (``NO_COLOR``), or no
+    styles at all (``--plain``, ``TERM=dumb``)."""
+    if not _styled:
+        kwargs.update(color_system=None)
+    elif _plain:
+        kwargs.update(no_color=True)
+    return Console(highlight=False, emoji=not _plain, **kwargs)
 
 
 def is_plain() -> bool:
@@ -77,6 +95,13 @@ def deco(text: str) -> str:
     if kept == text:
         return text
     return " ".join(kept.split()) if kept.strip() else ""
+
+
+def plural(count: object, noun: str, nouns: str | None = None) -> str:
+    """``1 chunk``, ``2 chunks``, ``0 messages``: ``count`` and its noun (``nouns`` when
+    adding an s will not do); a count that is not an int (from a server) is shown as
+    written, with the plural."""
+    return f"{printable(count)} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def short(session_id: str | None) -> str:
@@ -133,8 +158,11 @@ def box_panel(title: str, rows: list[tuple[str, str]], *, style: str = "cyan") -
     )
 
 
-def unreachable_text(url: str, reason: str) -> str:
-    """What to say when no server answers at ``url`` (``reason``: ``connection refused``…)."""
+def unreachable_text(url: str, reason: str, *, host_unknown: bool = False) -> str:
+    """What to say when no server answers at ``url`` (``reason``: ``connection refused``…);
+    ``host_unknown``: its host name could not be resolved, so the address is what to check."""
+    if host_unknown:
+        return f"Cannot reach {url}: {reason}. Check the address (--url or QUART_SSE_URL)."
     return (
         f"No server answers at {url} ({reason}). Start one with `quart-sse` (or `make run` in "
         "the project), or give its address with --url or QUART_SSE_URL."
@@ -199,12 +227,31 @@ class AnswerMarkdown(Markdown):
         _sanitize(self.parsed)
 
 
+def _blank(line: list[Segment]) -> bool:
+    return all(
+        segment.control or (not segment.text.strip() and not (segment.style and segment.style.bgcolor))
+        for segment in line
+    )
+
+
+def block_lines(console: Console, source: str) -> list[list[Segment]]:
+    """One Markdown block rendered to ``console``'s width, without blank lines before or
+    after it (a code block's padding, which has a background, is kept)."""
+    lines = console.render_lines(AnswerMarkdown(source), console.options, pad=False)
+    while lines and _blank(lines[-1]):
+        lines.pop()
+    start = 0
+    while start < len(lines) and _blank(lines[start]):
+        start += 1
+    return lines[start:]
+
+
 def summary_line(outcome: Outcome) -> Text:
     """The one line after an answer in ``--plain`` mode: ``-- complete: 30 chunks in 1.234s``."""
     what = "complete" if outcome.status == COMPLETE else outcome.status
-    line = f"-- {what}: {outcome.chunks} chunks in {outcome.seconds:.3f}s"
+    line = f"-- {what}: {plural(outcome.chunks, 'chunk')} in {outcome.seconds:.3f}s"
     if outcome.reconnects:
-        line += f", {outcome.reconnects} reconnections"
+        line += f", {plural(outcome.reconnects, 'reconnection')}"
     if outcome.status != COMPLETE and outcome.error:
         line += f" ({outcome.error})"
     return plain(line)
@@ -242,6 +289,8 @@ def session_info(data: dict[str, Any]) -> RenderableType:
         ("Created", local_time(data.get("created_at"))),
         ("Last Activity", local_time(data.get("last_activity"))),
     ]
+    generating = data.get("generating")
+    rows.append(("Generating", f"yes (stream {short(str(generating))})" if generating else "no"))
     return box_panel("📋 SESSION INFO", rows)
 
 
@@ -256,9 +305,8 @@ def sessions_list(sessions: list[dict[str, Any]], current: str | None, scope: st
         if len(title) > 40:
             title = title[:39] + "…"
         line = plain(f"{n:>2}. {short(sid)}  {title}", style="bold" if sid == current else "")
-        line.append_text(
-            plain(f"  {s.get('message_count', 0)} msgs, {ago(s.get('last_activity'))}", style="dim")
-        )
+        count = plural(s.get("message_count", 0), "msg")
+        line.append_text(plain(f"  {count}, {ago(s.get('last_activity'))}", style="dim"))
         if sid == current:
             line.append(deco(" ← CURRENT"), style="bold green")
         lines.append(line)
@@ -289,7 +337,7 @@ def ago(iso: Any, now: datetime | None = None) -> str:
         return f"{seconds // 60} min ago"
     if seconds < 86400:
         return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} days ago"
+    return f"{plural(seconds // 86400, 'day')} ago"
 
 
 def messages_markdown(messages: list[dict[str, Any]]) -> str:

@@ -9,8 +9,10 @@ for ``idle_timeout`` seconds: the server writes ``: ping`` at least every
 :class:`Resumed` notices for the UI.  Events whose id it has already seen are skipped, so
 the text has nothing missing and nothing repeated.
 
-The server being unreachable when the message is posted (connection refused) is retried the
-same way: nothing reached the server, so posting again cannot start a second generation.
+A server unreachable when the message is posted (connection refused) is not retried: that
+raises :class:`NotPosted` at once, so the client can say so in one line and keep the message
+to send again (``retry_post=True`` retries it the same way instead: nothing reached the
+server, so posting again cannot start a second generation).
 """
 
 from __future__ import annotations
@@ -78,9 +80,10 @@ class StreamLost(Exception):
 class NotPosted(StreamLost):
     """The message could not be sent: no HTTP answer (``reason``), not retried."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, host_unknown: bool = False) -> None:
         super().__init__(f"cannot reach the server: {reason}", started=False)
         self.unreachable = reason
+        self.host_unknown = host_unknown
 
 
 class _Dropped(Exception):
@@ -96,10 +99,10 @@ class AnswerStream:
         policy: ReconnectPolicy,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        retry_post: bool = True,
+        retry_post: bool = False,
     ) -> None:
         self.api = api
-        self.retry_post = retry_post  # False: a server unreachable for the message is said at once
+        self.retry_post = retry_post  # True: a server unreachable for the message is retried
         self.policy = policy
         self._sleep = sleep
         self.session_id: str | None = None
@@ -120,7 +123,7 @@ class AnswerStream:
             except Unreachable as exc:
                 attempt += 1
                 if not self.retry_post:
-                    raise NotPosted(str(exc)) from None
+                    raise NotPosted(str(exc), host_unknown=exc.host_unknown) from None
                 if attempt > self.policy.attempts:
                     raise StreamLost(f"cannot reach the server: {exc}", started=False) from None
                 delay = self.policy.delay(attempt)

@@ -72,6 +72,7 @@ class StandInAPI:
     def __init__(self) -> None:
         self.sessions_by_id: dict[str, dict[str, Any]] = {}
         self.unreachable = False
+        self.made = 0
 
     def _check(self) -> None:
         if self.unreachable:
@@ -85,7 +86,8 @@ class StandInAPI:
 
     async def new_session(self) -> dict[str, Any]:
         self._check()
-        sid = f"{len(self.sessions_by_id) + 1:02d}" + "f" * 30
+        self.made += 1
+        sid = f"{self.made:02d}" + "f" * 30
         self.sessions_by_id[sid] = {
             "session_id": sid,
             "model": "m",

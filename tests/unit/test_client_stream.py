@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from client.api import ChatAPI, RequestFailed
-from client.stream import AnswerStream, Reconnecting, ReconnectPolicy, Resumed, StreamLost
+from client.stream import AnswerStream, NotPosted, Reconnecting, ReconnectPolicy, Resumed, StreamLost
 
 STREAM = "s1"
 EVENTS: list[dict[str, Any]] = [
@@ -111,8 +111,9 @@ async def no_sleep(seconds: float) -> None:
     pass
 
 
-def stream_for(api: ChatAPI, **policy: Any) -> AnswerStream:
-    return AnswerStream(api, ReconnectPolicy(**{"base": 0.001, "cap": 0.002, **policy}), sleep=no_sleep)
+def stream_for(api: ChatAPI, *, retry_post: bool = False, **policy: Any) -> AnswerStream:
+    policy = {"base": 0.001, "cap": 0.002, **policy}
+    return AnswerStream(api, ReconnectPolicy(**policy), sleep=no_sleep, retry_post=retry_post)
 
 
 async def collect(stream: AnswerStream) -> list[Any]:
@@ -231,14 +232,26 @@ async def test_a_refused_post_is_not_retried(serve):
     )
 
 
-async def test_an_unreachable_server_is_retried_then_given_up():
+def unused_port() -> int:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    async with ChatAPI(f"http://127.0.0.1:{port}") as api:
-        stream = stream_for(api, attempts=2)
+        return int(sock.getsockname()[1])
+
+
+async def test_a_new_message_to_an_unreachable_server_is_not_retried():
+    async with ChatAPI(f"http://127.0.0.1:{unused_port()}") as api:
+        items: list[Any] = []
+        with pytest.raises(NotPosted) as lost:
+            await drain(stream_for(api, attempts=8), items)
+    assert lost.value.unreachable == "connection refused"
+    assert items == []  # no retry, no notice
+
+
+async def test_an_unreachable_server_is_retried_then_given_up_when_asked():
+    async with ChatAPI(f"http://127.0.0.1:{unused_port()}") as api:
+        stream = stream_for(api, attempts=2, retry_post=True)
         items: list[Any] = []
         with pytest.raises(StreamLost, match="cannot reach the server") as lost:
             await drain(stream, items)

@@ -219,7 +219,7 @@ async def test_command_lines_print_literally(text):
     assert await commands.dispatch(app, f"/{text}")  # an unknown command, typed by the user
     assert f"Unknown command /{expected.split(' ')[0]}" in con.export_text(clear=False)
     assert await commands.dispatch(app, f"/switch {text}")
-    assert f"🔀 Switched to session {expected}-id (1 messages)" in con.export_text(clear=False)
+    assert f"🔀 Switched to session {expected}-id (1 message)" in con.export_text(clear=False)
     prompt = "".join(fragment[1] for fragment in app.prompt_message())
     assert render.short(f"{text}-id") in prompt
     assert_nothing_raw(prompt)
