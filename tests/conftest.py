@@ -8,6 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.redis_cluster import RedisClusterServer
 from tests.support.redis_server import RedisServer
 from tests.support.server import ServerProcess
 
@@ -53,3 +54,17 @@ def _redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     server = RedisServer(ARTIFACTS / f"redis-{request.node.name.replace('/', '_')[:80]}.log")
     yield server
     server.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "redis_cluster: needs redis-server and redis-cli (a local 3-node cluster)"
+    )
+
+
+@pytest.fixture(name="redis_cluster", scope="session")
+def _redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    """A three-node Redis Cluster on free ports for the whole run; ``.fresh()`` empties it."""
+    cluster = RedisClusterServer(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.close()

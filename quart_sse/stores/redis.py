@@ -1,12 +1,27 @@
-"""The Redis store: sessions and stream logs shared by every instance on one Redis.
+"""The Redis store: sessions and stream logs shared by every instance, on one Redis or on a
+Redis Cluster.
+
+``REDIS_URL`` names one Redis, or any node of a cluster: :meth:`RedisStore.connect` asks it
+(``INFO cluster``) and takes redis-py's ``RedisCluster`` client when it is one; the rest of
+the code is the same for both.  Keys are laid out for slots (see :mod:`redis_lua`): a
+session and its streams share a hash tag, so every script runs in one slot; what spans
+sessions is written outside the scripts, in shards of its own (:mod:`redis_sessions`, and
+the instance registry here).  A stream's session is found from its id through a key of
+the stream's own (``qs:{<stream>}:in``), read once per process and stream.
 
 Each stream's log is a Redis Stream whose entry ``0-k`` is event ``k``.  The instance that
 runs a generation holds a lease on it (renewed by one task per process); every write of
-the owner is checked against the lease inside a Lua script (:mod:`redis_lua`), and a
-reader anywhere that finds the lease lapsed closes the stream as ``interrupted`` in one
-atomic step (an entry ``c`` in the log, no frame: its readers write the final event).
-Readers on the owning instance are served by that instance's hub (no Redis read per
-batch); readers elsewhere wait here, in ``XREAD BLOCK`` (:meth:`RedisStore.wait`).
+the owner is checked against the lease inside a Lua script, and a reader anywhere that
+finds the lease lapsed closes the stream as ``interrupted`` in one atomic step (an entry
+``c`` in the log, no frame: its readers write the final event).  Readers on the owning
+instance are served by that instance's hub (no Redis read per batch); readers elsewhere
+wait here, in ``XREAD BLOCK`` (:meth:`RedisStore.wait`).
+
+Cancels between instances go over plain ``PUBLISH`` on one channel: on a cluster every node
+passes it on to every other, so a subscriber on any node hears it, and a subscriber whose
+node went away resubscribes on another.  (Sharded pub/sub, ``SPUBLISH``, would confine the
+channel to one shard: cheaper per message, but every instance would have to follow that
+shard's node through failovers; cancels are rare, a few per second at most.)
 
 Redis errors become :class:`~quart_sse.codes.StoreUnavailable`; the client reconnects by
 itself, once and at once, on the next command.
@@ -19,13 +34,15 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, RedisError
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError, NoScriptError, RedisClusterException, RedisError
 
 from quart_sse import codes
 from quart_sse.codes import StoreUnavailable
@@ -33,7 +50,14 @@ from quart_sse.ids import PROCESS_INSTANCE
 from quart_sse.models import Message, Promoted, StreamInfo, Turn, TurnLog, now_iso
 from quart_sse.stores import redis_lua as lua
 from quart_sse.stores.base import Append, CancelHandler, Tail, activity_ms, title_of
-from quart_sse.stores.redis_sessions import PREFIX, RedisSessions
+from quart_sse.stores.redis_sessions import (
+    PREFIX,
+    RedisSessions,
+    session_keys,
+    session_prefix,
+    stream_home,
+    stream_keys,
+)
 
 log = logging.getLogger("quart_sse.stores.redis")
 
@@ -43,6 +67,11 @@ POOL_WAIT = 5.0
 them within REDIS_TIMEOUT, as each command on them times out)."""
 COMMAND_CONNECTIONS = 256  # connections for commands; more requests at once wait up to 5 s for one
 READER_CONNECTIONS = 10_000  # one per reader of another instance's stream (Redis's maxclients)
+CLUSTER_SHARDS = 16
+"""Shards of what spans sessions on a cluster (the session index of all owners, the instance
+registry): at most this many slots take those writes, and a listing of every session reads
+this many index pairs.  One on a single Redis."""
+HOMES_CACHED = 100_000  # stream -> session entries a process remembers (each ~200 bytes)
 
 
 def _tail(entries: Sequence[tuple[bytes, dict[bytes, bytes]]], finished: bool) -> Tail:
@@ -82,7 +111,8 @@ def _turn_log(entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]], last: int)
 
 
 class RedisStore(RedisSessions):
-    """Sessions, messages and stream logs in Redis, shared by several server processes."""
+    """Sessions, messages and stream logs in Redis (one, or a cluster), shared by several
+    server processes."""
 
     name = "redis"
 
@@ -104,57 +134,78 @@ class RedisStore(RedisSessions):
         # A lapsed lease is seen by readers within lease + one heartbeat: three heartbeats.
         self.lease = 2 * heartbeat
         self.heartbeat = heartbeat
-        self._owned: set[str] = set()  # the streams generated here (their leases are renewed)
-        self._redis: Redis | None = None
-        self._blocking: Redis | None = None
+        self.cluster: bool | None = None  # None until Redis has said which it is
+        self.shards = 1
+        self._owned: dict[str, str] = {}  # the streams generated here (leases renewed): their sessions
+        self._homes: dict[str, str] = {}  # stream -> session, as read (never changes)
+        self._redis: Any = None
+        self._blocking: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._detecting = asyncio.Lock()
         self._renewer: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._on_cancel: CancelHandler | None = None
 
     # Lifecycle ---------------------------------------------------------------------------
 
-    def _client(self, socket_timeout: float, max_connections: int, *, wait: bool) -> Redis:
+    def _options(self, socket_timeout: float, max_connections: int) -> dict[str, Any]:
         # One quick retry on a broken connection (a pooled connection gone stale after a Redis
         # restart), none on a timeout, no backoff: a Redis that is gone or frozen is reported
         # within REDIS_TIMEOUT, not after several slow attempts.
-        # redis-py's pool holds 100 connections and then fails ("Too many connections"): a
-        # burst of requests waits for a free one instead (wait=True); readers elsewhere each
-        # hold one while they block in XREAD, so theirs is as large as the streams allowed.
-        # A max_connections in REDIS_URL's query wins over both.
-        options: dict[str, Any] = {
+        return {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": self.timeout,
             "retry": Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
             "health_check_interval": 10,
             "max_connections": max_connections,
         }
+
+    def _make(self, socket_timeout: float, max_connections: int, *, wait: bool) -> Any:
+        options = self._options(socket_timeout, max_connections)
+        if self.cluster:
+            # max_connections is per node; the cluster pool does not wait for a free one.
+            return RedisCluster.from_url(self.url, **options)
+        # redis-py's pool holds 100 connections and then fails ("Too many connections"): a
+        # burst of requests waits for a free one instead (wait=True); readers elsewhere each
+        # hold one while they block in XREAD, so theirs is as large as the streams allowed.
+        # A max_connections in REDIS_URL's query wins over both.
         if wait:
             pool: ConnectionPool = BlockingConnectionPool.from_url(self.url, timeout=POOL_WAIT, **options)
         else:
             pool = ConnectionPool.from_url(self.url, **options)
         return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
+    async def _detect(self) -> None:
+        """Ask Redis whether it is a cluster node, then make the clients (once)."""
+        async with self._detecting:
+            if self.cluster is not None:
+                return
+            probe = Redis.from_url(self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
+            try:
+                with self._guard():
+                    info = await probe.info("cluster")
+            finally:
+                await probe.aclose()
+            cluster = bool(int(info.get("cluster_enabled", 0)))
+            self.shards = CLUSTER_SHARDS if cluster else 1
+            self.cluster = cluster
+            self._redis = self._make(self.timeout, COMMAND_CONNECTIONS, wait=True)
+            # Readers elsewhere block in XREAD for up to a heartbeat: a longer socket timeout.
+            self._blocking = self._make(self.heartbeat + self.timeout, READER_CONNECTIONS, wait=False)
+            names = (*lua.SESSION_SCRIPTS, "APPEND", "RENEW", "LIST", "COUNT")
+            self._scripts = {name: self._redis.register_script(getattr(lua, name)) for name in names}
+            log.info("Redis at %s: %s", self.url.split("@")[-1], "a cluster" if cluster else "one server")
+
+    async def _client(self) -> Any:
+        if self.cluster is None:
+            await self._detect()
+        return self._redis
+
     async def connect(self) -> None:
-        """Create the clients in the serving loop; Redis need not be up yet."""
-        self._redis = self._client(self.timeout, COMMAND_CONNECTIONS, wait=True)
-        # Readers elsewhere block in XREAD for up to a heartbeat: a longer socket timeout.
-        self._blocking = self._client(self.heartbeat + self.timeout, READER_CONNECTIONS, wait=False)
-        self._scripts = {
-            name: self._redis.register_script(getattr(lua, name))
-            for name in (
-                "BEGIN",
-                "ENQUEUE",
-                "UNQUEUE",
-                "APPEND",
-                "SAVE",
-                "LOAD",
-                "CHECK",
-                "RENEW",
-                "LIST",
-                "COUNT",
-                "CLEAR",
-            )
-        }
+        """Start the lease renewal and the control channel; Redis need not be up yet (which
+        kind it is, one server or a cluster, is asked at the first command that finds it)."""
+        with contextlib.suppress(StoreUnavailable):
+            await self._detect()
         self._renewer = asyncio.create_task(self._renew_forever(), name="redis-lease-renewer")
         if self._on_cancel is not None:
             self._listener = asyncio.create_task(self._listen_forever(), name="redis-control")
@@ -171,36 +222,116 @@ class RedisStore(RedisSessions):
     @property
     def redis(self) -> Any:
         """The client (typed Any: redis-py's replies are unions of str and bytes; ours are bytes)."""
-        assert self._redis is not None, "RedisStore.connect() was not called"
+        assert self._redis is not None, "RedisStore.connect() was not called, or Redis was never reached"
         return self._redis
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
         try:
             yield
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             # The detail (with Redis's address) goes to the log, never to a client.
             log.warning("Redis: %s: %s", type(exc).__name__, exc)
             raise StoreUnavailable(UNREACHABLE) from None
 
-    async def _run(self, name: str, *args: Any, now: str | None = None) -> Any:
+    # Scripts -----------------------------------------------------------------------------
+
+    async def _session_script(
+        self, name: str, session_id: str, *args: Any, now: str | None = None, streams: Sequence[str] = ()
+    ) -> Any:
+        """Run a script of one session with the keys of the session and of ``streams``; again
+        with those of the streams it asks for (``{'?', ...}``: its session's running or queued
+        one, to close or start).  Applies the session's move in the indexes; the result."""
+        await self._client()
         now = now or now_iso()
-        head = (
-            PREFIX,
-            self.instance_id,
-            now,
-            int(time.time() * 1000),
-            int((self.session_ttl or 0) * 1000),
-            int(self.retention * 1000),
-            activity_ms(now),
-        )
+        given = list(streams)
+        for _ in range(4):
+            keys = session_keys(session_id)
+            for stream_id in given:
+                keys += stream_keys(session_id, stream_id)
+            head = (
+                session_prefix(session_id),
+                self.instance_id,
+                now,
+                int(time.time() * 1000),
+                int((self.session_ttl or 0) * 1000),
+                int(self.retention * 1000),
+                activity_ms(now),
+            )
+            with self._guard():
+                reply = await self._scripts[name](keys=keys, args=(*head, *args))
+            if reply[0] == b"?":
+                given += [raw.decode() for raw in reply[1:] if raw and raw.decode() not in given]
+                continue
+            moved, result = reply
+            await self._reindex(session_id, moved)
+            return result
+        raise StoreUnavailable(UNREACHABLE)  # the session changed under us four times over
+
+    async def _batch(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """One script over several groups of keys (one slot each): one call on a single Redis
+        (one group), a pipeline (split by node) on a cluster.  The scripts batched are
+        idempotent, so a batch is run again whole after a node forgot its scripts."""
+        script = self._scripts[name]
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await script(keys=keys, args=args)]
+        client = await self._client()
+        for attempt in (1, 2):
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                    return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await client.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    def _group(self, items: Iterable[tuple[str, str]]) -> dict[int, list[tuple[str, str]]]:
+        """(stream, session) pairs by slot (all in one group on a single Redis)."""
+        groups: dict[int, list[tuple[str, str]]] = {}
+        for stream_id, session_id in items:
+            tag = session_prefix(session_id).encode("utf-8", "surrogateescape")
+            slot = key_slot(tag) if self.cluster else 0
+            groups.setdefault(slot, []).append((stream_id, session_id))
+        return groups
+
+    # Streams and their sessions ----------------------------------------------------------
+
+    async def _home(self, stream_id: str) -> str | None:
+        """The session of a stream (None: unknown, or expired)."""
+        session_id = self._owned.get(stream_id) or self._homes.get(stream_id)
+        if session_id is not None:
+            return session_id
+        client = await self._client()
         with self._guard():
-            return await self._scripts[name](args=(*head, *args))
+            raw = await client.get(stream_home(stream_id))
+        if raw is None:
+            return None
+        return self._remember(stream_id, raw.decode("utf-8", "surrogateescape"))
+
+    def _remember(self, stream_id: str, session_id: str) -> str:
+        if len(self._homes) >= HOMES_CACHED:
+            for old in list(self._homes)[: HOMES_CACHED // 10]:
+                del self._homes[old]
+        self._homes[stream_id] = session_id
+        return session_id
+
+    async def _place_stream(self, stream_id: str, session_id: str) -> None:
+        """Write where the stream lives (before its log opens); it lasts a lease and the
+        retention, and the renewal carries it on while the stream runs or waits in a queue."""
+        client = await self._client()
+        with self._guard():
+            await client.set(stream_home(stream_id), session_id, px=int((self.lease + self.retention) * 1000))
+        self._remember(stream_id, session_id)
 
     async def begin_generation(
         self, session_id: str, stream_id: str, message: Message, *, regenerate: bool = False
     ) -> int:
-        found = await self._run(
+        await self._place_stream(stream_id, session_id)
+        found = await self._session_script(
             "BEGIN",
             session_id,
             stream_id,
@@ -208,7 +339,9 @@ class RedisStore(RedisSessions):
             _dump(message),
             title_of(message.content) if message.role == "user" else "",
             "1" if regenerate else "0",
+            session_id,
             now=message.timestamp,
+            streams=[stream_id],
         )
         if found == -1:
             raise codes.SessionNotFound(session_id)
@@ -216,7 +349,8 @@ class RedisStore(RedisSessions):
             raise codes.NothingToRegenerate(session_id)
         if isinstance(found, bytes):
             raise codes.GenerationRunning(session_id, found.decode())
-        self._owned.add(stream_id)
+        self._owned[stream_id] = session_id
+        await self._publish_load()
         return int(found[0])
 
     async def save_answer(self, session_id: str, stream_id: str, message: Message | None) -> int | None:
@@ -225,24 +359,29 @@ class RedisStore(RedisSessions):
     async def end_generation(
         self, session_id: str, stream_id: str, message: Message | None
     ) -> tuple[int | None, Promoted | None]:
-        found = await self._run(
+        found = await self._session_script(
             "SAVE",
             session_id,
             stream_id,
             _dump(message) if message else "",
             int(self.lease * 1000),
             now=message.timestamp if message else None,
+            streams=[stream_id],
         )
         if not isinstance(found, list):
             return (int(found) if found >= 0 else None), None
         count, queued, raw, key = found
-        self._owned.add(queued.decode())
+        self._owned[queued.decode()] = session_id
+        await self._publish_load()
         return int(count), Promoted(queued.decode(), _load(raw), key.decode())
 
     async def enqueue(
         self, session_id: str, stream_id: str, message: Message, client_key: str = ""
     ) -> int | None:
-        found = await self._run("ENQUEUE", session_id, stream_id, _dump(message), client_key)
+        await self._place_stream(stream_id, session_id)
+        found = await self._session_script(
+            "ENQUEUE", session_id, stream_id, _dump(message), client_key, session_id, streams=[stream_id]
+        )
         if found == -1:
             raise codes.SessionNotFound(session_id)
         if found == 0:
@@ -252,15 +391,20 @@ class RedisStore(RedisSessions):
         return int(found[0])
 
     async def cancel_queued(self, stream_id: str, code: str) -> bool:
-        return bool(await self._run("UNQUEUE", stream_id, code))
+        session_id = await self._home(stream_id)
+        if session_id is None:
+            return False
+        return bool(await self._session_script("UNQUEUE", session_id, stream_id, code, streams=[stream_id]))
 
     # Session turn logs and control --------------------------------------------------------
 
     async def turns(self, session_id: str, after: int) -> TurnLog | None:
+        client = await self._client()
+        s, _, tl = session_keys(session_id)
         with self._guard():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xrange(f"{PREFIX}tl:{session_id}", f"0-{after + 1}", "+")
-                pipe.hget(f"{PREFIX}s:{session_id}", "turns")
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.xrange(tl, f"0-{after + 1}", "+")
+                pipe.hget(s, "turns")
                 entries, last = await pipe.execute()
         log = _turn_log(entries, int(last or 0))
         if last is None and not log.ended and not await self._exists(session_id):
@@ -268,68 +412,145 @@ class RedisStore(RedisSessions):
         return log
 
     async def _exists(self, session_id: str) -> bool:
+        client = await self._client()
         with self._guard():
-            return bool(await self.redis.exists(f"{PREFIX}s:{session_id}"))
+            return bool(await client.exists(session_keys(session_id)[0]))
 
     async def wait_turns(self, session_id: str, after: int, block: float) -> TurnLog | None:
-        assert self._blocking is not None
+        await self._client()
         with self._guard():
             found: Any = await self._blocking.xread(
-                {f"{PREFIX}tl:{session_id}": f"0-{after}"}, block=max(1, int(block * 1000))
+                {session_keys(session_id)[2]: f"0-{after}"}, block=max(1, int(block * 1000))
             )
         if found:
             return _turn_log(found[0][1], after)
         return await self.turns(session_id, after)
 
     async def publish_cancel(self, stream_id: str, code: str) -> None:
+        client = await self._client()
         with self._guard():
-            await self.redis.publish(CONTROL, json.dumps({"cancel": stream_id, "code": code}))
+            await client.publish(CONTROL, json.dumps({"cancel": stream_id, "code": code}))
 
     def listen(self, handler: CancelHandler) -> None:
         self._on_cancel = handler
 
+    async def _subscriber(self, attempt: int) -> tuple[Any, bool]:
+        """A client to subscribe with, and whether it is ours to close: on a cluster, a plain
+        client of one node (another node after each failure; PUBLISH reaches every node)."""
+        if not self.cluster:
+            return self._blocking, False
+        await self._blocking.initialize()  # (the nodes are known after it)
+        nodes = self._blocking.get_nodes()
+        node = nodes[attempt % len(nodes)]
+        return Redis(host=node.host, port=node.port, socket_connect_timeout=self.timeout), True
+
     async def _listen_forever(self) -> None:
         """Subscribe to :data:`CONTROL` and pass each cancel on; resubscribe after a failure."""
-        assert self._blocking is not None and self._on_cancel is not None
+        assert self._on_cancel is not None
+        attempt = 0
         while True:
+            own = False
+            client: Any = None
             try:
-                async with self._blocking.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await self._client()
+                client, own = await self._subscriber(attempt)
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CONTROL)
                     while True:
                         message = await pubsub.get_message(timeout=self.heartbeat)
                         if message is not None:
                             body = json.loads(message["data"])
                             self._on_cancel(str(body["cancel"]), str(body["code"]))
-            except (RedisError, OSError, ValueError, KeyError) as exc:
+            except (
+                RedisError,
+                RedisClusterException,
+                OSError,
+                ValueError,
+                KeyError,
+                StoreUnavailable,
+            ) as exc:
                 log.warning("Redis control channel: %s: %s", type(exc).__name__, exc)
+                attempt += 1
                 await asyncio.sleep(0.5)
+            finally:
+                if own and client is not None:
+                    await client.aclose()
 
-    # Leases -------------------------------------------------------------------------------
+    # Leases and the instance registry -----------------------------------------------------
+
+    def _registry(self, shard: int) -> tuple[str, str]:
+        """A shard of the instance registry: instances by lease expiry, their streams by count."""
+        return f"{PREFIX}{{cc{shard}}}:instances", f"{PREFIX}{{cc{shard}}}:owned"
+
+    async def _publish_load(self) -> None:
+        """Tell the registry this instance lives and how many streams it generates."""
+        client = await self._client()
+        instances, owned = self._registry(key_slot(self.instance_id.encode()) % self.shards)
+        expiry = time.time() * 1000 + self.lease * 1000
+        with self._guard():
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.zadd(instances, {self.instance_id: expiry})
+                pipe.hset(owned, self.instance_id, len(self._owned))
+                await pipe.execute()
+
+    async def _renew(self) -> None:
+        client = await self._client()
+        queued: list[str] = []
+        groups = list(self._group(self._owned.items()).values())
+        lease_ms = int(self.lease * 1000)
+        calls: list[tuple[list[str], list[Any]]] = []
+        for group in groups:
+            keys: list[str] = []
+            for stream_id, session_id in group:
+                keys += [stream_keys(session_id, stream_id)[2], session_keys(session_id)[0]]
+            calls.append((keys, [self.instance_id, lease_ms, *(sid for sid, _ in group)]))
+        with self._guard():
+            for start in range(0, len(calls), 1000):
+                for _, found in await self._batch("RENEW", calls[start : start + 1000]):
+                    queued += [raw.decode() for raw in found]
+            # The homes of the streams generated or queued here live on with them.
+            async with client.pipeline(transaction=False) as pipe:
+                for stream_id in [*self._owned, *queued]:
+                    pipe.pexpire(stream_home(stream_id), int((self.lease + self.retention) * 1000))
+                await pipe.execute()
+        await self._publish_load()
 
     async def _renew_forever(self) -> None:
         while True:
             try:
-                await self._run("RENEW", int(self.lease * 1000), *self._owned)
+                await self._renew()
             except StoreUnavailable as exc:
                 log.warning("lease renewal failed: %s", exc)
             await asyncio.sleep(self.lease / 3)
 
     async def cluster_counts(self) -> dict[str, int]:
-        """Live instances and running generations across the cluster (by lease)."""
+        """Live instances and running generations across every instance (by lease)."""
+        client = await self._client()
         now = time.time() * 1000
         with self._guard():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zcount(f"{PREFIX}instances", now, "+inf")
-                pipe.zcount(f"{PREFIX}running", now, "+inf")
-                instances, running = await pipe.execute()
-        return {"instances": int(instances), "active_streams": int(running)}
+            async with client.pipeline(transaction=False) as pipe:
+                for shard in range(self.shards):
+                    instances, owned = self._registry(shard)
+                    pipe.zrangebyscore(instances, now, "+inf")
+                    pipe.hgetall(owned)
+                    pipe.zremrangebyscore(instances, "-inf", now - 60_000)
+                found = await pipe.execute()
+        alive = running = 0
+        for live, counts, _ in zip(found[::3], found[1::3], found[2::3], strict=True):
+            alive += len(live)
+            running += sum(int(counts.get(instance, 0)) for instance in live)
+        return {"instances": alive, "active_streams": running}
 
     # Stream logs -----------------------------------------------------------------------
 
     async def get_stream(self, stream_id: str) -> StreamInfo | None:
+        session_id = await self._home(stream_id)
+        if session_id is None:
+            return None
         with self._guard():
+            meta = stream_keys(session_id, stream_id)[0]
             session, finished, last, closed, uid, queued = await self.redis.hmget(
-                f"{PREFIX}st:{stream_id}", "session", "finished", "last", "closed", "uid", "queued"
+                meta, "session", "finished", "last", "closed", "uid", "queued"
             )
         if session is None:
             return None
@@ -339,52 +560,73 @@ class RedisStore(RedisSessions):
         return StreamInfo(stream_id, session.decode(), finished == b"1", last_id, code, owner, queued == b"1")
 
     async def append(self, batch: Sequence[Append]) -> dict[str, str] | None:
-        """One script call for the whole flush; the streams that can take no more frames."""
-        args: list[Any] = []
-        for item in batch:
-            if item.frames:
-                args += [
-                    item.stream_id,
-                    "1" if item.finished else "0",
-                    len(item.frames),
-                    item.first,
-                    item.text,
-                ]
-                args += item.frames
-        if not args:
+        """One script call per slot for the whole flush (one on a single Redis, a pipeline
+        split by node on a cluster); the streams that can take no more frames."""
+        items = [item for item in batch if item.frames]
+        if not items:
             return None
         try:
-            lost = await self._run("APPEND", *args)
+            homes = [(item.stream_id, await self._home(item.stream_id) or "") for item in items]
+            by_stream = {item.stream_id: item for item in items}
+            calls: list[tuple[list[str], list[Any]]] = []
+            for group in self._group(homes).values():
+                keys: list[str] = []
+                args: list[Any] = [self.instance_id, int(self.retention * 1000)]
+                for stream_id, session_id in group:
+                    item = by_stream[stream_id]
+                    keys += stream_keys(session_id, stream_id)
+                    final = "1" if item.finished else "0"
+                    args += [stream_id, final, len(item.frames), item.first, item.text]
+                    args += item.frames
+                calls.append((keys, args))
+            with self._guard():
+                replies = await self._batch("APPEND", calls)
+            lost = {raw.decode() for reply in replies for raw in reply[0]}
+            for reply in replies:
+                for raw in reply[1]:  # lost while its owner is gone or is us: close it now
+                    stream_id = raw.decode()
+                    await self._session_script(
+                        "CHECK", dict(homes)[stream_id], stream_id, "1", streams=[stream_id]
+                    )
         except StoreUnavailable as exc:
             log.warning("%s: ending %d generations", exc, len(batch))
-            self._owned.difference_update(item.stream_id for item in batch)
+            for item in batch:
+                self._owned.pop(item.stream_id, None)
             return {item.stream_id: codes.STORE_UNAVAILABLE for item in batch}
-        refused = {raw.decode() for raw in lost}
-        for item in batch:
-            if item.finished or item.stream_id in refused:
-                self._owned.discard(item.stream_id)
-        return dict.fromkeys(refused, codes.INTERRUPTED) or None
+        ended = [item.stream_id for item in items if item.finished or item.stream_id in lost]
+        if ended:
+            for stream_id in ended:
+                self._owned.pop(stream_id, None)
+            with contextlib.suppress(StoreUnavailable):
+                await self._publish_load()
+        return dict.fromkeys(lost, codes.INTERRUPTED) or None
 
     async def read(self, stream_id: str, after: int) -> Tail | None:
+        session_id = await self._home(stream_id)
+        if session_id is None:
+            return None
+        meta, log_key, _, _ = stream_keys(session_id, stream_id)
         with self._guard():
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xrange(f"{PREFIX}log:{stream_id}", f"0-{after + 1}", "+")
-                pipe.hmget(f"{PREFIX}st:{stream_id}", "session", "finished")
+                pipe.xrange(log_key, f"0-{after + 1}", "+")
+                pipe.hmget(meta, "session", "finished")
                 entries, (session, finished) = await pipe.execute()
         if session is None:
             return None
         return _tail(entries, finished == b"1")
 
     async def wait(self, stream_id: str, after: int, block: float) -> Tail | None:
-        assert self._blocking is not None
+        session_id = await self._home(stream_id)
+        if session_id is None:
+            return None
         with self._guard():
             found: Any = await self._blocking.xread(
-                {f"{PREFIX}log:{stream_id}": f"0-{after}"}, block=max(1, int(block * 1000))
+                {stream_keys(session_id, stream_id)[1]: f"0-{after}"}, block=max(1, int(block * 1000))
             )
         if found:
             return _tail(found[0][1], False)
         # Quiet for a whole wait: is the owner still there?  (Closes the stream if not.)
-        if await self._run("CHECK", stream_id) == 0:
+        if await self._session_script("CHECK", session_id, stream_id, "0", streams=[stream_id]) == 0:
             return None
         return await self.read(stream_id, after)
 

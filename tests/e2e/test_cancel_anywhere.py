@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.redis_cluster import CLUSTER_PARAM, redis_for
 from tests.support.sse_client import get_json, read_stream
 
 SLOW = {"SIM_CHUNK_DELAY_MS": "3600000"}  # a generation that never ends by itself
 
 
-@pytest.fixture(name="pair", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(name="pair", params=["memory", pytest.param("redis", marks=pytest.mark.redis), CLUSTER_PARAM])
 def _pair(request, start_server):
     """(A, B): the instance that generates and the one that is asked (the same on memory)."""
     if request.param == "memory":
         a = start_server(**SLOW)
         return a, a
-    redis_server = request.getfixturevalue("redis_server")
+    redis_server = redis_for(request, request.param)
     env = {"REDIS_URL": redis_server.url, **SLOW}
     return start_server(**env), start_server(**env)
 

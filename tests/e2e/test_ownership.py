@@ -27,6 +27,7 @@ import aiohttp
 import pytest
 
 from quart_sse.ids import new_id
+from tests.support.redis_cluster import CLUSTER_PARAM, redis_for
 from tests.support.server import ROOT, ServerProcess, server_env
 from tests.support.sse_client import Stream, read_stream
 
@@ -176,13 +177,13 @@ class Cluster:
 
 @pytest.fixture(
     name="cluster",
-    params=["memory", pytest.param("redis", marks=pytest.mark.redis)],
+    params=["memory", pytest.param("redis", marks=pytest.mark.redis), CLUSTER_PARAM],
 )
 def _cluster(request: pytest.FixtureRequest, start_server: Callable[..., ServerProcess]) -> Cluster:
     if request.param == "memory":
         server = start_server(**KEYS, **SLOW)
         return Cluster(server.url, server.url)
-    redis = request.getfixturevalue("redis_server")
+    redis = redis_for(request, request.param)
     a = start_server(**KEYS, **SLOW, REDIS_URL=redis.url)
     b = start_server(**KEYS, **SLOW, REDIS_URL=redis.url)
     return Cluster(a.url, b.url)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.redis_cluster import CLUSTER_PARAM, redis_for
 from tests.support.sse_client import chat_stream, get_json, read_stream
 
 
-@pytest.fixture(name="pair", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(name="pair", params=["memory", pytest.param("redis", marks=pytest.mark.redis), CLUSTER_PARAM])
 def _pair(request, start_server):
     env = {"SIM_CHUNK_DELAY_MS": "5", "SIM_RESPONSE_CHUNKS": "6"}
     if request.param == "memory":
         a = start_server(**env)
         return a, a
-    env["REDIS_URL"] = request.getfixturevalue("redis_server").url
+    env["REDIS_URL"] = redis_for(request, request.param).url
     return start_server(**env), start_server(**env)
 
 

@@ -9,18 +9,19 @@ import asyncio
 
 import pytest
 
+from tests.support.redis_cluster import CLUSTER_PARAM, redis_for
 from tests.support.sse_client import Stream, get_json, read_stream
 
 TURN = 1_000_000_000
 
 
-@pytest.fixture(name="pair", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(name="pair", params=["memory", pytest.param("redis", marks=pytest.mark.redis), CLUSTER_PARAM])
 def _pair(request, start_server):
     env = {"SIM_CHUNK_DELAY_MS": "20", "SIM_RESPONSE_CHUNKS": "8"}
     if request.param == "memory":
         a = start_server(**env)
         return a, a
-    redis_server = request.getfixturevalue("redis_server")
+    redis_server = redis_for(request, request.param)
     env["REDIS_URL"] = redis_server.url
     return start_server(**env), start_server(**env)
 
@@ -124,11 +125,11 @@ async def test_the_session_stream_ends_when_the_session_is_deleted(pair, http):
         assert r.status == 404 and (await r.json())["error"]["code"] == "session_not_found"
 
 
-@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis), CLUSTER_PARAM])
 async def test_a_resume_older_than_the_retention_gets_one_reset(request, store, start_server, http):
     env = {"STREAM_RETENTION": "1", "SIM_CHUNK_DELAY_MS": "2"}
-    if store == "redis":
-        env["REDIS_URL"] = request.getfixturevalue("redis_server").url
+    if store != "memory":
+        env["REDIS_URL"] = redis_for(request, store).url
     server = start_server(**env)
     session_id = await _session(http, server.url)
     async with http.get(f"{server.url}/sessions/{session_id}/events") as feed:

@@ -38,6 +38,10 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
+    def options(self) -> list[str]:
+        """Extra ``redis-server`` arguments (a cluster node adds its own)."""
+        return []
+
     def start(self) -> None:
         """Start it (again) on its port; returns once it accepts connections."""
         assert REDIS_SERVER is not None and self.proc is None
@@ -55,6 +59,7 @@ class RedisServer:
                     "no",
                     "--protected-mode",
                     "no",
+                    *self.options(),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -24,10 +24,18 @@ pytestmark = pytest.mark.redis
 HEARTBEAT = 0.1  # lease 0.2 s
 
 
+@pytest.fixture(name="redis", params=["single", pytest.param("cluster", marks=pytest.mark.redis_cluster)])
+def _redis(request):
+    """A Redis of the test's own (one server), or the session's cluster emptied for it."""
+    if request.param == "cluster":
+        return request.getfixturevalue("redis_cluster").fresh()
+    return request.getfixturevalue("redis_server")
+
+
 @pytest.fixture(name="pair")
-async def _pair(redis_server):
-    a = RedisStore(redis_server.url, heartbeat=HEARTBEAT, instance_id="A")
-    b = RedisStore(redis_server.url, heartbeat=HEARTBEAT, instance_id="B")
+async def _pair(redis):
+    a = RedisStore(redis.url, heartbeat=HEARTBEAT, instance_id="A")
+    b = RedisStore(redis.url, heartbeat=HEARTBEAT, instance_id="B")
     await a.connect()
     await b.connect()
     yield a, b
@@ -158,10 +166,10 @@ async def test_a_retried_append_already_in_is_skipped(pair):
     assert a.debug_counts() == {"owned_streams": 0}
 
 
-async def test_redis_gone_makes_store_unavailable_errors(pair, redis_server):
+async def test_redis_gone_makes_store_unavailable_errors(pair, redis):
     a, _ = pair
     await start(a)
-    redis_server.stop()
+    redis.stop()
     with pytest.raises(StoreUnavailable):
         await a.count_sessions()
     assert await a.append([Append("g", [encode_chunk(4, "x", 3, False)], False, 4, "x")]) == {
@@ -174,15 +182,26 @@ async def test_redis_gone_makes_store_unavailable_errors(pair, redis_server):
         await a.wait("g", 3, HEARTBEAT)
     with pytest.raises(StoreUnavailable):
         await a.get_stream("g")
-    redis_server.start()  # empty again (no persistence): the store works at once
-    assert await a.count_sessions() == 0
-    assert await a.read("g", 0) is None
+    redis.start()  # empty again (no persistence): the store works at once
+    count = await a.count_sessions()
+    if not a.cluster:  # (on a cluster, only the restarted node lost what it held)
+        assert count == 0
+        assert await a.read("g", 0) is None
 
 
 async def commands(store: RedisStore) -> dict[str, int]:
     """The commands Redis has run since the last reset (those of scripts included), by name."""
-    stats = await store.redis.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(figures["calls"]) for name, figures in stats.items()}
+    if store.cluster:  # each node counts its own
+        per_node = [await store.redis.info("commandstats", target_nodes=n) for n in store.redis.get_nodes()]
+    else:
+        per_node = [await store.redis.info("commandstats")]
+    ran: dict[str, int] = {}
+    for node in per_node:
+        for name, figures in node.items():
+            ran[name.removeprefix("cmdstat_")] = ran.get(name.removeprefix("cmdstat_"), 0) + int(
+                figures["calls"]
+            )
+    return ran
 
 
 async def test_a_listing_reads_no_message_and_scans_nothing(pair):
@@ -191,7 +210,10 @@ async def test_a_listing_reads_no_message_and_scans_nothing(pair):
         await a.create_session(f"s{n}", "m", now_iso(), owner="alice" if n % 2 else None)
         await a.begin_generation(f"s{n}", f"g{n}", Message("user", f"question {n}", now_iso()))
         await a.save_answer(f"s{n}", f"g{n}", Message("model", "answer " * 50, now_iso()))
-    await a.redis.config_resetstat()
+    if a.cluster:
+        await a.redis.config_resetstat(target_nodes=a.redis.ALL_NODES)
+    else:
+        await a.redis.config_resetstat()
     page, cursor = await a.list_sessions(None, 10)
     page2, _ = await a.list_sessions("alice", 10, None)
     assert (await a.count_sessions(), await a.count_sessions("alice")) == (30, 15)
@@ -199,17 +221,19 @@ async def test_a_listing_reads_no_message_and_scans_nothing(pair):
     assert [s.message_count for s in page + page2] == [2] * 20 and cursor is not None
     assert {s.title for s in page} == {f"question {n}" for n in range(20, 30)}
     # One HMGET per listed session (and one for the session after the page): no message read,
-    # no count taken, no index scanned; a purge of what expired (nothing) per listing or count.
+    # no count taken, no index scanned; a purge of what expired (nothing) per index pair read
+    # (every session's: one pair on one server, a.shards on a cluster; an owner's: one).
     reads = {"lrange", "lindex", "llen", "hgetall", "hkeys", "zrange", "zscan", "scan", "keys"}
     assert not reads & {name for name, calls in ran.items() if calls}
-    assert (ran["hmget"], ran["zrangebyscore"], ran["zcard"]) == (22, 4, 2)
+    pairs = a.shards + 1
+    assert (ran["hmget"], ran["zrangebyscore"], ran["zcard"]) == (22, 2 * pairs, pairs)
 
 
 async def test_a_session_from_before_the_counts_is_listed_with_its_length(pair):
     a, _ = pair
     await start(a, "old")
     await a.save_answer("old", "g", Message("model", "an answer", now_iso()))
-    await a.redis.hdel("qs:s:old", "count", "title")  # as a session written by an older version
+    await a.redis.hdel("qs:{old}:s", "count", "title")  # as a session written by an older version
     (found,) = (await a.list_sessions()).sessions
     assert (found.message_count, found.title) == (2, "")
     await a.begin_generation("old", "g2", Message("user", "next", now_iso()))
@@ -221,17 +245,18 @@ async def test_an_index_entry_whose_session_is_gone_is_dropped(pair):
     a, _ = pair
     for n in range(5):
         await a.create_session(f"s{n}", "m", now_iso(), owner="alice")
-    await a.redis.delete("qs:s:s2", "qs:s:s4")  # gone without a word to the indexes
+    await a.redis.delete("qs:{s2}:s")
+    await a.redis.delete("qs:{s4}:s")  # gone without a word to the indexes
     assert sorted(s.session_id for s in (await a.list_sessions("alice", 2)).sessions) == ["s1", "s3"]
     assert await a.count_sessions("alice") == 3
     assert sorted(s.session_id for s in (await a.list_sessions(None, 2)).sessions) == ["s1", "s3"]
     assert await a.count_sessions() == 3
 
 
-async def test_a_cancel_published_by_one_instance_reaches_the_others(redis_server):
+async def test_a_cancel_published_by_one_instance_reaches_the_others(redis):
     told: list[tuple[str, str]] = []
-    a = RedisStore(redis_server.url, heartbeat=HEARTBEAT, instance_id="A")
-    b = RedisStore(redis_server.url, heartbeat=HEARTBEAT, instance_id="B")
+    a = RedisStore(redis.url, heartbeat=HEARTBEAT, instance_id="A")
+    b = RedisStore(redis.url, heartbeat=HEARTBEAT, instance_id="B")
     arrived = asyncio.Event()
 
     def on_cancel(stream_id: str, code: str) -> None:

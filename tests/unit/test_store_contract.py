@@ -28,13 +28,19 @@ from quart_sse.stores.base import (
 from quart_sse.stores.memory import MemoryStore
 from quart_sse.stores.redis import RedisStore
 
-STORES = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+STORES = [
+    "memory",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis_cluster", marks=[pytest.mark.redis, pytest.mark.redis_cluster]),
+]
 
 
 async def _make(kind: str, request: pytest.FixtureRequest, **options: Any) -> Store:
     store: Store
     if kind == "memory":
         store = MemoryStore(**options)
+    elif kind == "redis_cluster":
+        store = RedisStore(request.getfixturevalue("redis_cluster").fresh().url, **options)
     else:
         redis_server = request.getfixturevalue("redis_server")
         store = RedisStore(redis_server.url, **options)
