@@ -22,6 +22,8 @@ the first address that is not a trusted proxy is the client.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import math
@@ -30,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import ConnectionError, RedisClusterException, RedisError
 
 from quart_sse import codes
 from quart_sse.config import Settings
@@ -62,6 +64,32 @@ if ARGV[3] == '1' then return 0 end  -- only asked: nothing counted
 redis.call('SET', KEYS[1], tat + interval, 'PX', tat + interval - now)
 return 0
 """
+
+
+async def redis_client(url: str, command_timeout: float) -> Any:
+    """A client for ``url``: ``RedisCluster`` when that node is part of a cluster (asked
+    with ``INFO cluster``, as the store asks), else ``Redis``; commands time out after
+    ``command_timeout`` s, with one quick retry on a broken connection.  Raises RedisError,
+    OSError when Redis does not answer.  (A few lines of redis-py of our own rather than
+    the store's: the edge does not import the stores.)"""
+    from redis.asyncio import Redis, RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    probe = Redis.from_url(url, socket_timeout=command_timeout, socket_connect_timeout=command_timeout)
+    try:
+        info = await probe.info("cluster")
+    finally:
+        await probe.aclose()
+    options: dict[str, Any] = {
+        "socket_timeout": command_timeout,
+        "socket_connect_timeout": command_timeout,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
+    }
+    if int(info.get("cluster_enabled", 0)):
+        return RedisCluster.from_url(url, **options)
+    return Redis.from_url(url, **options)
+
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -109,27 +137,32 @@ class Limits:
         self._takes = 0
         self._redis: Any = None
         self._script: Any = None
+        self._making = asyncio.Lock()
 
     # Lifecycle (the Redis client is made in the serving loop) ----------------------------
 
     async def connect(self) -> None:
+        """Make the Redis client of RATE_LIMIT now if Redis answers; else at the first message."""
         if self.redis_url:
-            from redis.asyncio import Redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                await self._gcra()
 
-            self._redis = Redis.from_url(
-                self.redis_url,
-                socket_timeout=self.redis_timeout,
-                socket_connect_timeout=self.redis_timeout,
-                retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
-            )
-            self._script = self._redis.register_script(_GCRA)
+    async def _gcra(self) -> Any:
+        """The rate script, on a client made once: redis-py's cluster client when the node
+        of REDIS_URL says ``cluster_enabled:1`` (a plain client's command would fail there
+        with MOVED for most keys), a plain one otherwise.  Raises RedisError, OSError."""
+        async with self._making:
+            if self._script is None:
+                assert self.redis_url is not None
+                self._redis = await redis_client(self.redis_url, self.redis_timeout)
+                self._script = self._redis.register_script(_GCRA)
+        return self._script
 
     async def aclose(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+            self._script = None
 
     # Who ---------------------------------------------------------------------------------
 
@@ -161,11 +194,12 @@ class Limits:
         with ``count`` false, only raise 429 where counting would."""
         if not self.rate:
             return
-        if self._script is not None:
+        if self.redis_url:
             try:
                 args = [self.interval * 1000, PERIOD * 1000, "0" if count else "1"]
-                wait_ms = int(await self._script(keys=[PREFIX + client.key], args=args))
-            except (RedisError, OSError) as exc:
+                script = self._script or await self._gcra()
+                wait_ms = int(await script(keys=[PREFIX + client.key], args=args))
+            except (RedisError, RedisClusterException, OSError) as exc:
                 log.warning("RATE_LIMIT on Redis: %s: %s", type(exc).__name__, exc)
                 raise codes.StoreUnavailable("the store (Redis) is unreachable; try again shortly") from None
             wait = wait_ms / 1000

@@ -91,6 +91,18 @@ def _load(raw: bytes) -> Message:
     return Message(**json.loads(raw))
 
 
+def _cancel_kept() -> None:
+    """Raise the cancel of the current task if a Redis call swallowed it.
+
+    redis-py (8.1, on Python 3.11) can return normally from a command whose task was
+    cancelled while it took a pooled connection (the cancel lands in the pool's wait): a
+    loop that goes on to sleep after it would never end, and ``aclose()`` would wait for it
+    forever.  (redis/redis-py#2028 reports the same for blocking commands.)"""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 CONTROL = f"{PREFIX}control"
 """The pub/sub channel on which instances ask each other to cancel a generation."""
 
@@ -458,6 +470,7 @@ class RedisStore(RedisSessions):
                     await pubsub.subscribe(CONTROL)
                     while True:
                         message = await pubsub.get_message(timeout=self.heartbeat)
+                        _cancel_kept()
                         if message is not None:
                             body = json.loads(message["data"])
                             self._on_cancel(str(body["cancel"]), str(body["code"]))
@@ -471,6 +484,7 @@ class RedisStore(RedisSessions):
             ) as exc:
                 log.warning("Redis control channel: %s: %s", type(exc).__name__, exc)
                 attempt += 1
+                _cancel_kept()
                 await asyncio.sleep(0.5)
             finally:
                 if own and client is not None:
@@ -521,6 +535,7 @@ class RedisStore(RedisSessions):
                 await self._renew()
             except StoreUnavailable as exc:
                 log.warning("lease renewal failed: %s", exc)
+            _cancel_kept()
             await asyncio.sleep(self.lease / 3)
 
     async def cluster_counts(self) -> dict[str, int]:
@@ -607,10 +622,15 @@ class RedisStore(RedisSessions):
             return None
         meta, log_key, _, _ = stream_keys(session_id, stream_id)
         with self._guard():
+            # The meta first, then the log: a pipeline is not atomic, and a final append or
+            # a close landing between the two must not make a log read before it look
+            # finished (the reader would end without the final event).  Read in this order,
+            # "finished" in the meta means the log read after it is whole, and an end that
+            # comes in between is in the entries (their last one has ``e`` or ``c``).
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xrange(log_key, f"0-{after + 1}", "+")
                 pipe.hmget(meta, "session", "finished")
-                entries, (session, finished) = await pipe.execute()
+                pipe.xrange(log_key, f"0-{after + 1}", "+")
+                (session, finished), entries = await pipe.execute()
         if session is None:
             return None
         return _tail(entries, finished == b"1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,16 +52,42 @@ class Stream:
         return str(self.data[0]["session_id"])
 
 
+@dataclass
+class _Reading:
+    """Where a response's reading stopped: its parser, and the items already parsed (from
+    the same read) that the last ``until`` left for the next call."""
+
+    parser: SSEParser = field(default_factory=SSEParser)
+    pending: list[Item] = field(default_factory=list)
+
+
+_READINGS: weakref.WeakKeyDictionary[aiohttp.ClientResponse, _Reading] = weakref.WeakKeyDictionary()
+
+
 async def read_stream(response: aiohttp.ClientResponse, *, until: Any = None) -> Stream:
-    """Read ``response`` to its end, or until ``until(data)`` is true for an event."""
-    parser = SSEParser()
+    """Read ``response`` to its end, or until ``until(data)`` is true for an event.
+
+    A later call on the same response goes on from exactly there: the events that came in
+    the same read after the ``until`` one are kept for it, not dropped (one write of the
+    server often carries many events)."""
+    reading = _READINGS.setdefault(response, _Reading())
     out = Stream()
-    async for chunk in response.content.iter_any():
-        out.raw += chunk
-        for item in parser.feed(chunk):
+
+    def take(items: list[Item]) -> bool:
+        for n, item in enumerate(items):
             out.items.append(item)
             if until is not None and isinstance(item, Event) and until(json.loads(item.data)):
-                return out
+                reading.pending = items[n + 1 :]
+                return True
+        reading.pending = []
+        return False
+
+    if take(reading.pending):
+        return out
+    async for chunk in response.content.iter_any():
+        out.raw += chunk
+        if take(reading.parser.feed(chunk)):
+            return out
     return out
 
 

@@ -166,6 +166,97 @@ async def test_a_retried_append_already_in_is_skipped(pair):
     assert a.debug_counts() == {"owned_streams": 0}
 
 
+class Stepwise:
+    """A client whose pipelines run their commands one at a time, and ``between()`` once,
+    after the first command of the first pipeline: another instance's write lands inside
+    a read, as it may on Redis (a pipeline is not atomic), but here every time."""
+
+    def __init__(self, client, between):
+        self.client, self.between = client, between
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def pipeline(self, **_):
+        return _Steps(self)
+
+
+class _Steps:
+    def __init__(self, owner: Stepwise):
+        self.owner = owner
+        self.calls: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return None
+
+    def __getattr__(self, name):
+        def queue(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+
+        return queue
+
+    async def execute(self):
+        results = []
+        for name, args, kwargs in self.calls:
+            results.append(await getattr(self.owner.client, name)(*args, **kwargs))
+            between, self.owner.between = self.owner.between, None
+            if between is not None:
+                await between()
+        return results
+
+
+@pytest.mark.parametrize("ending", ["complete", "close"])
+async def test_a_read_that_an_end_overtakes_still_ends_with_the_final_event(pair, redis, ending):
+    a, b = pair
+    frames = await start(a)
+    final = encode_event(4, {"type": "complete"})
+    c = RedisStore(redis.url, heartbeat=HEARTBEAT, instance_id="C")
+    await c.connect()
+
+    async def end() -> None:
+        if ending == "complete":
+            assert not await a.append([Append("g", [final], True, 4)])
+        else:  # A is gone (its lease lapsed); a reader on C closes the stream
+            die(a)
+            await c.redis.delete("qs:{s}:lease:g")
+            assert await c.wait("g", 3, 0.001) == Tail([], True, "interrupted")
+
+    b._redis = Stepwise(b.redis, end)
+    try:
+        tail = await b.read("g", 0)
+        assert b._redis.between is None  # (the end did land inside the read)
+    finally:
+        b._redis = b._redis.client
+        await c.aclose()
+    # The end came after the read began: it is in the read, whole (a read that says
+    # "finished" without the final frame, or without the close mark, ends its reader
+    # without the final event).
+    assert tail == (
+        Tail([*frames, final], True) if ending == "complete" else Tail(frames, True, "interrupted")
+    )
+
+
+async def test_a_close_ends_the_lease_renewal_even_if_redis_py_swallowed_its_cancel(redis, monkeypatch):
+    store = RedisStore(redis.url, heartbeat=HEARTBEAT, instance_id="C")
+    inside = asyncio.Event()
+
+    async def renew() -> None:
+        inside.set()
+        # Cancelled here, and the cancel swallowed: as redis-py's pool wait may do (8.1).
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+
+    monkeypatch.setattr(store, "_renew", renew)
+    await store.connect()
+    await inside.wait()
+    async with asyncio.timeout(10):  # a bound on a hang, not a timing: it ends at once
+        await store.aclose()
+    assert store._renewer is not None and store._renewer.cancelled()
+
+
 async def test_redis_gone_makes_store_unavailable_errors(pair, redis):
     a, _ = pair
     await start(a)
