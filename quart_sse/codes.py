@@ -29,6 +29,18 @@ STORE_UNAVAILABLE = "store_unavailable"
 INTERNAL = "internal_error"
 NOTHING_TO_REGENERATE = "nothing_to_regenerate"
 
+# Codes of the Durable Streams protocol (/v1/stream/, docs/API.md "Durable Streams").
+STREAM_GONE = "stream_gone"  # 410: deleted while forks still read through it
+STREAM_EXISTS = "stream_exists"  # 409: another configuration, or another key's stream
+CONTENT_TYPE_MISMATCH = "content_type_mismatch"  # 409
+SEQUENCE_CONFLICT = "sequence_conflict"  # 409: Stream-Seq not above the last one
+STREAM_CLOSED = "stream_closed"  # 409: appended to after its close
+PRODUCER_STALE_EPOCH = "producer_stale_epoch"  # 403: a fenced (zombie) producer
+PRODUCER_SEQUENCE_GAP = "producer_sequence_gap"  # 409
+STREAM_TOO_LARGE = "stream_too_large"  # 413: the append would pass DURABLE_MAX_STREAM_BYTES
+TOO_MANY_DURABLE_STREAMS = "too_many_durable_streams"  # 429: DURABLE_MAX_STREAMS_PER_OWNER
+DURABLE_STORE_FULL = "durable_store_full"  # 507: DURABLE_MAX_STREAMS
+
 # Codes of ``error`` stream events (docs/API.md, Streams); ``rate_limited`` and
 # ``store_unavailable`` serve both.
 CANCELLED = "cancelled"

@@ -153,6 +153,14 @@ class Settings:
     context_max_chars: int = _setting(200_000, _positive_int)
     # Durable Streams (/v1/stream/): seconds a long-poll read waits for data before its 204.
     durable_long_poll_timeout: float = _setting(20.0, _number(float, minimum=0.05))
+    # Bytes of records one durable stream holds at most: an append past it is refused (413).
+    durable_max_stream_bytes: int = _setting(64 << 20, _positive_int)
+    # Durable streams one owner (API key, else client address) holds at most: 429 past it.
+    durable_max_streams_per_owner: int = _setting(1000, _positive_int)
+    # Durable streams the store holds at most, every owner's: 507 past it.
+    durable_max_streams: int = _setting(100_000, _positive_int)
+    # Seconds between two sweeps of expired durable streams (Stream-TTL, Stream-Expires-At).
+    durable_sweep_interval: float = _setting(10.0, _number(float, minimum=0.05))
 
     @property
     def model_name(self) -> str:

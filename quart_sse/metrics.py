@@ -157,6 +157,10 @@ GAUGE_HELP = {
     "owned_streams": "streams this instance generates into (Redis store)",
     "client_streams": "SSE responses counted against MAX_STREAMS_PER_CLIENT",
     "limited_clients": "clients with an SSE response counted against MAX_STREAMS_PER_CLIENT",
+    "durable_streams": "Durable Streams held (/v1/stream/; the memory store's, or this store's index)",
+    "durable_bytes": "bytes of Durable Streams records held (memory store)",
+    "durable_waiting": "Durable Streams reads (long-poll, SSE) waiting for data",
+    "session_readers": "session streams (GET /sessions/{id}/events) open in this process",
 }
 
 # Engine counts that /metrics already has under another name, the same figure: not exported

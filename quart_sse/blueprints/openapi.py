@@ -3,7 +3,8 @@
 quart-schema builds the schema of the Quart routes from their docstrings and
 :mod:`quart_sse.blueprints.schemas`.  Added here: the HTTP edge's routes (``POST /chat``,
 ``POST /chat/stream``, ``GET /streams/{stream_id}/events``, ``GET /sessions/{session_id}/events``,
-``POST /sessions/{session_id}/regenerate``), which Quart never sees, with
+``POST /sessions/{session_id}/regenerate``, the Durable Streams of ``/v1/stream/{path}``), which
+Quart never sees, with
 their ``text/event-stream`` answers and the shape of each event; every refusal of every
 route, by status, with its codes (docs/API.md, Errors); what the routes check by hand
 (limits of the chat body); the bearer security scheme, applied to every operation that
@@ -120,6 +121,20 @@ WHEN = {
     codes.SHUTTING_DOWN: "the server is shutting down (SIGTERM): try another instance, or again",
     codes.STORE_UNAVAILABLE: "Redis cannot be reached, or did not answer within `REDIS_TIMEOUT` "
     "(the server recovers by itself when it is back)",
+    codes.STREAM_GONE: "the stream was deleted while forks still read through it",
+    codes.STREAM_EXISTS: "the path holds a stream of another configuration (content type, TTL, "
+    "expiry, closure, fork), or another key's stream, or a deleted stream forks still read",
+    codes.CONTENT_TYPE_MISMATCH: "the `Content-Type` is not the stream's (or a fork's not its source's)",
+    codes.SEQUENCE_CONFLICT: "`Stream-Seq` is not above the stream's last one (compared as bytes)",
+    codes.STREAM_CLOSED: "the stream is closed: nothing can be appended (with `Stream-Closed: true`)",
+    codes.PRODUCER_STALE_EPOCH: "`Producer-Epoch` is below the producer's current one (a fenced, "
+    "zombie producer; the current epoch is in `Producer-Epoch`)",
+    codes.PRODUCER_SEQUENCE_GAP: "`Producer-Seq` skips ahead (`Producer-Expected-Seq` and "
+    "`Producer-Received-Seq` say where)",
+    codes.STREAM_TOO_LARGE: "the stream would hold more than `DURABLE_MAX_STREAM_BYTES` bytes of records",
+    codes.TOO_MANY_DURABLE_STREAMS: "the client (its API key's owner, else its address) holds "
+    "`DURABLE_MAX_STREAMS_PER_OWNER` durable streams: delete one first",
+    codes.DURABLE_STORE_FULL: "the server holds `DURABLE_MAX_STREAMS` durable streams (every client's)",
 }
 
 EXAMPLE_MESSAGES = {
@@ -187,6 +202,53 @@ CANCEL_TIMEOUT = (
     "3 × `HEARTBEAT_INTERVAL` + 5 seconds (it may be overloaded): try again"
 )
 
+DURABLE = "/v1/stream/{path}"
+_DURABLE_INVALID = (
+    (
+        codes.INVALID_REQUEST,
+        "a header or query parameter of the protocol is malformed (an offset, a "
+        "number, a time), or the path is empty or longer than 1024 characters",
+    ),
+)
+_DURABLE_READ: dict[int, Codes] = {
+    400: _DURABLE_INVALID,
+    404: ((codes.STREAM_NOT_FOUND, "no such stream: unknown, expired, deleted, or another API key's"),),
+    410: _codes(codes.STREAM_GONE),
+    503: _STORE,
+}
+_DURABLE: dict[str, dict[int, Codes]] = {
+    "put": {
+        400: _DURABLE_INVALID,
+        404: ((codes.STREAM_NOT_FOUND, "`Stream-Forked-From` names no stream the caller sees"),),
+        408: _codes(codes.BODY_TIMEOUT),
+        409: _codes(codes.STREAM_EXISTS, codes.CONTENT_TYPE_MISMATCH),
+        413: _codes(codes.BODY_TOO_LARGE, codes.STREAM_TOO_LARGE),
+        429: _codes(codes.RATE_LIMITED, codes.TOO_MANY_DURABLE_STREAMS),
+        503: _STORE,
+        507: _codes(codes.DURABLE_STORE_FULL),
+    },
+    "post": {
+        400: (*_DURABLE_INVALID, *_codes(codes.INVALID_JSON)),
+        403: _codes(codes.PRODUCER_STALE_EPOCH),
+        404: _DURABLE_READ[404],
+        405: ((codes.METHOD_NOT_ALLOWED, "a chat answer's stream (`chat/{stream_id}`) is read-only"),),
+        408: _codes(codes.BODY_TIMEOUT),
+        409: _codes(
+            codes.STREAM_CLOSED,
+            codes.CONTENT_TYPE_MISMATCH,
+            codes.SEQUENCE_CONFLICT,
+            codes.PRODUCER_SEQUENCE_GAP,
+        ),
+        410: _codes(codes.STREAM_GONE),
+        413: _codes(codes.BODY_TOO_LARGE, codes.STREAM_TOO_LARGE),
+        429: _codes(codes.RATE_LIMITED),
+        503: _STORE,
+    },
+    "get": {**_DURABLE_READ, 429: ((codes.TOO_MANY_STREAMS, STREAMS_PER_CLIENT),)},
+    "head": _DURABLE_READ,
+    "delete": _DURABLE_READ,
+}
+
 ERRORS: dict[tuple[str, str], dict[int, Codes]] = {
     ("/chat", "post"): _CHAT,
     ("/chat/stream", "post"): _CHAT,
@@ -218,6 +280,7 @@ ERRORS: dict[tuple[str, str], dict[int, Codes]] = {
         429: (*_codes(codes.RATE_LIMITED), (codes.TOO_MANY_STREAMS, GENERATIONS_PER_CLIENT)),
         503: _codes(codes.CAPACITY, codes.SHUTTING_DOWN, codes.STORE_UNAVAILABLE),
     },
+    **{(DURABLE, method): errors for method, errors in _DURABLE.items()},
     ("/sessions/new", "post"): {503: _STORE},
     ("/sessions", "get"): {400: ((codes.INVALID_REQUEST, LIST_INVALID),), 503: _STORE},
     ("/sessions/{session_id}", "get"): _SESSION,
@@ -232,12 +295,16 @@ ERRORS: dict[tuple[str, str], dict[int, Codes]] = {
 STATUS_TITLE = {
     400: "Bad request",
     401: "No valid API key",
+    403: "Forbidden",
     404: "Not found",
+    405: "Method not allowed",
     408: "Body too slow",
     409: "Conflict",
     413: "Too large",
+    410: "Gone",
     429: "Too many requests (with `Retry-After`)",
     503: "Unavailable (with `Retry-After`)",
+    507: "Insufficient storage",
 }
 
 _IF_BUSY = (
@@ -324,6 +391,45 @@ EDGE: dict[tuple[str, str], tuple[str, str]] = {
         "Refused with 409 while the session is generating (cancel first), with 400 "
         "`nothing_to_regenerate` when it has no user message; a refused request changes nothing.",
     ),
+    (DURABLE, "put"): (
+        "Create a Durable Stream (or fork one)",
+        "Creates the stream at `path` with the request's `Content-Type` (default "
+        "`application/octet-stream`; `application/json` streams keep message boundaries) and the "
+        "body, if any, as its first content: `201` with `Location`. `Stream-TTL` (seconds since "
+        "its last read or write) or `Stream-Expires-At` (RFC 3339) makes it expire; "
+        "`Stream-Closed: true` creates it closed; `Stream-Forked-From` (a path), with "
+        "`Stream-Fork-Offset`, forks another stream. The same create again answers `200`; "
+        "another configuration `409`. The stream belongs to the API key that created it. "
+        "Limits: `DURABLE_MAX_STREAMS_PER_OWNER` streams per client (429), `DURABLE_MAX_STREAMS` "
+        "in all (507), `DURABLE_MAX_STREAM_BYTES` per stream (413); a create counts under `RATE_LIMIT`.",
+    ),
+    (DURABLE, "post"): (
+        "Append to a Durable Stream, or close it",
+        "Appends the body (an `application/json` array appends each element as a message) and "
+        "answers `204` with `Stream-Next-Offset`. `Stream-Closed: true` closes the stream (with "
+        "or without a body). `Stream-Seq` must increase; `Producer-Id`, `Producer-Epoch` and "
+        "`Producer-Seq` make appends idempotent (`200` for new data, `204` for a duplicate) and "
+        "fence stale producers (`403`). Each append counts under `RATE_LIMIT`.",
+    ),
+    (DURABLE, "get"): (
+        "Read a Durable Stream by offset: catch-up, long-poll or SSE",
+        "`offset` (from `Stream-Next-Offset`; `-1` the start, `now` the tail) reads what follows "
+        "it, with `Stream-Next-Offset`, `Stream-Up-To-Date` and an `ETag` (`If-None-Match` gives "
+        "`304`). `live=long-poll` waits up to `DURABLE_LONG_POLL_TIMEOUT` seconds for data "
+        "(`204` if none came); `live=sse` streams `data` and `control` events for about a "
+        "minute. `chat/{stream_id}` is a chat answer, its events' data as JSON messages, closed "
+        "when the answer ends.",
+    ),
+    (DURABLE, "head"): (
+        "A Durable Stream's tail, content type and expiry",
+        "`200` with `Content-Type`, `Stream-Next-Offset` (the tail), `Stream-TTL` or "
+        "`Stream-Expires-At`, `Stream-Closed`, and no body.",
+    ),
+    (DURABLE, "delete"): (
+        "Delete a Durable Stream",
+        "`204`: the stream and its data are gone (a stream that forks read through answers "
+        "`410` until the last fork goes).",
+    ),
 }
 """Summary and description of each edge route (Quart never sees them)."""
 
@@ -380,13 +486,23 @@ TAGS = (
     ("chat", "Send a message; the answer comes as a stream of Server-Sent Events."),
     ("streams", "Read, resume and cancel the stream of a generation."),
     ("sessions", "Conversations: each keeps its messages, which the model sees as context."),
+    (
+        "durable",
+        "Durable Streams (the open protocol of durable-streams.com): append-only streams "
+        "of your own, and every chat answer, read by offset by any of its clients.",
+    ),
     ("system", "The server: what it runs, its health and figures, the demo page."),
 )
 
 
 def tag_of(path: str) -> str:
     """The tag that groups an operation on ``path`` in /docs."""
-    for prefix, tag in (("/chat", "chat"), ("/streams/", "streams"), ("/sessions", "sessions")):
+    for prefix, tag in (
+        ("/chat", "chat"),
+        ("/streams/", "streams"),
+        ("/sessions", "sessions"),
+        ("/v1/stream/", "durable"),
+    ):
         if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
             return tag
     return "system"
@@ -508,6 +624,8 @@ class SSEOpenAPIProvider(OpenAPIProvider):
 
     def _edge_operation(self, path: str, method: str, summary: str, description: str) -> dict[str, Any]:
         operation: dict[str, Any] = {"summary": summary, "description": description, "tags": [tag_of(path)]}
+        if path == DURABLE:
+            return durable_operation(method, operation)
         operation["operationId"] = {
             "/chat": "post_chat",
             "/chat/stream": "post_chat_stream",
@@ -702,6 +820,65 @@ def regenerate_stream_parameter() -> dict[str, Any]:
         "description": "`true` (or `1`): answer with the stream itself, as `POST /chat/stream`; "
         "`false` (or `0`, or absent): `202` with the stream to read, as `POST /chat`.",
     }
+
+
+def durable_operation(method: str, operation: dict[str, Any]) -> dict[str, Any]:
+    """An operation of ``/v1/stream/{path}``: its parameters, request body and answers."""
+    path = {
+        "name": "path",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "description": "The stream's name, slashes allowed (`chat/{stream_id}`: a chat answer, read-only).",
+    }
+    operation["operationId"] = f"{method}_durable_stream"
+    operation["parameters"] = [path]
+    offset = {"type": "string", "examples": ["-1", "now", "0000000000000000_0000000000000003"]}
+    headers = {
+        "Stream-Next-Offset": {
+            "description": "The offset after this answer's data.",
+            "schema": {"type": "string"},
+        },
+    }
+    raw = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+    if method in ("put", "post"):
+        operation["requestBody"] = {"required": method == "post", "content": raw}
+    if method == "put":
+        operation["responses"] = {
+            "201": {"description": "Created.", "headers": headers},
+            "200": {
+                "description": "It exists with this configuration (nothing changed).",
+                "headers": headers,
+            },
+        }
+    elif method == "post":
+        operation["responses"] = {
+            "204": {"description": "Appended (or closed).", "headers": headers},
+            "200": {"description": "Appended by an idempotent producer.", "headers": headers},
+        }
+    elif method == "get":
+        operation["parameters"] += [
+            {"name": "offset", "in": "query", "required": False, "schema": offset},
+            {"name": "live", "in": "query", "required": False, "schema": {"enum": ["long-poll", "sse"]}},
+            {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+        ]
+        operation["responses"] = {
+            "200": {
+                "description": "The data after `offset` (the stream's content type; an "
+                "`application/json` stream answers a JSON array), or with `live=sse` an event stream.",
+                "headers": headers,
+                "content": {**raw, "text/event-stream": {"schema": {"type": "string"}}},
+            },
+            "204": {"description": "`live=long-poll`: no data came in time.", "headers": headers},
+            "304": {"description": "`If-None-Match` matched: nothing changed."},
+        }
+    elif method == "head":
+        operation["responses"] = {
+            "200": {"description": "The stream's metadata, no body.", "headers": headers}
+        }
+    else:
+        operation["responses"] = {"204": {"description": "Deleted."}}
+    return operation
 
 
 def stream_parameters() -> list[dict[str, Any]]:

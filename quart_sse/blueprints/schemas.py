@@ -50,6 +50,9 @@ class ChatAccepted:
     """The generation's stream."""
     events_url: str
     """Where to read the stream: ``/streams/{stream_id}/events``."""
+    durable_url: str
+    """The same answer as a read-only Durable Stream: ``/v1/stream/chat/{stream_id}`` (its
+    events' data as JSON messages, closed when the answer ends), for any Durable Streams client."""
     queued: bool = False
     """Present (true) when the message waits behind the session's running answer
     (``if_busy=enqueue``): its stream can be read now and starts when that answer ends."""
@@ -323,6 +326,8 @@ class SessionInfoEvent:
     """The model that answers."""
     events_url: str
     """Where to read it again: ``/streams/{stream_id}/events``, with ``Last-Event-ID``."""
+    durable_url: str
+    """The same answer as a read-only Durable Stream: ``/v1/stream/chat/{stream_id}``."""
 
 
 @with_config(DOCUMENTED)

@@ -38,7 +38,7 @@ class Channel:
         "frames",
         "maxsize",
         "stream_id",
-        "texts",
+        "text",
         "writer",
     )
 
@@ -47,7 +47,7 @@ class Channel:
         self.writer = writer
         self.maxsize = maxsize
         self.frames: list[bytes] = []
-        self.texts: list[str] = []
+        self.text = ""  # the answer text of the frames queued
         self.drained = 0  # frames handed to the log writer so far
         self.dirty = False
         self.finished = False
@@ -64,24 +64,38 @@ class Channel:
                 self._putter = None
         self.frames.append(frame)
         if text:
-            self.texts.append(text)
+            self.text += text
         if final:
             self.finished = True
         if not self.dirty:
             self.dirty = True
             self.writer.mark(self)
 
+    def offer(self, frame: bytes, text: str) -> bool:
+        """:meth:`put` without a coroutine, for the generation's loop: False (nothing done)
+        when the queue is full and the caller must ``await put``."""
+        if len(self.frames) >= self.maxsize:
+            return False
+        self.frames.append(frame)
+        if text:
+            self.text += text
+        if not self.dirty:
+            self.dirty = True
+            self.writer.mark(self)
+        return True
+
     def drain(self) -> Append:
         """Everything queued, for the log writer; wakes a generation waiting to put."""
-        frames, self.frames = self.frames, []
-        texts, self.texts = self.texts, []
+        frames = self.frames
+        self.frames = []
+        text = self.text
+        self.text = ""
         self.dirty = False
         first = self.drained + 1
         self.drained += len(frames)
-        putter = self._putter
-        if putter is not None and not putter.done():
-            putter.set_result(None)
-        return Append(self.stream_id, frames, self.finished, first, "".join(texts) if texts else "")
+        if self._putter is not None and not self._putter.done():
+            self._putter.set_result(None)
+        return Append(self.stream_id, frames, self.finished, first, text)
 
 
 class LogWriter:

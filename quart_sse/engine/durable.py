@@ -14,7 +14,9 @@ protocol's sentinels and never issued.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import random
 import re
@@ -24,27 +26,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from quart_sse import codes
 from quart_sse.codes import Refused
 from quart_sse.config import Settings
 from quart_sse.ids import new_id
 from quart_sse.stores.durable_base import Change, DurableMeta, DurableStore, Update
 
-# Codes of the refusals below (the edge maps each to a status).
-NOT_FOUND = "stream_not_found"
-GONE = "stream_gone"  # 410: deleted while forks still read through it
-EXISTS = "stream_exists"  # 409: another configuration, or another key's stream
-TYPE_MISMATCH = "content_type_mismatch"  # 409
-SEQ_CONFLICT = "sequence_conflict"  # 409: Stream-Seq not above the last one
-CLOSED = "stream_closed"  # 409: appended to after its close
-STALE_EPOCH = "producer_stale_epoch"  # 403
-SEQ_GAP = "producer_sequence_gap"  # 409
-INVALID = "invalid_request"  # 400
-INVALID_JSON = "invalid_json"  # 400
+log = logging.getLogger("quart_sse.engine.durable")
 
 ZERO = "0000000000000000_"
 _OFFSET = re.compile(r"(\d{1,20})_(\d{1,20})")
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 MAX_SAFE = 2**53 - 1
+SWEEP_BATCH = 500
+"""Expired streams one step of the sweep takes."""
 READ_BUDGET = 1 << 20
 """Bytes of records one catch-up read returns at most (always at least one record)."""
 SSE_LIFETIME = 60.0
@@ -82,14 +77,16 @@ def parse_offset(raw: str) -> int | None:
         return None
     match = _OFFSET.fullmatch(raw)
     if match is None:
-        raise DurableRefused(INVALID, f"malformed offset {raw[:80]!r}")
+        raise DurableRefused(codes.INVALID_REQUEST, f"malformed offset {raw[:80]!r}")
     return int(match[2])
 
 
 def parse_decimal(name: str, raw: str, limit: int = MAX_SAFE) -> int:
     """A non-negative decimal integer without sign, leading zeros or exponent; 400 otherwise."""
     if _DECIMAL.fullmatch(raw) is None or int(raw) > limit:
-        raise DurableRefused(INVALID, f"{name} must be a non-negative integer, not {raw[:40]!r}")
+        raise DurableRefused(
+            codes.INVALID_REQUEST, f"{name} must be a non-negative integer, not {raw[:40]!r}"
+        )
     return int(raw)
 
 
@@ -101,9 +98,13 @@ def parse_expires_at(raw: str) -> float:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise DurableRefused(INVALID, f"Stream-Expires-At is not an RFC 3339 time: {raw[:60]!r}") from None
+        raise DurableRefused(
+            codes.INVALID_REQUEST, f"Stream-Expires-At is not an RFC 3339 time: {raw[:60]!r}"
+        ) from None
     if moment.tzinfo is None or "T" not in text.upper():
-        raise DurableRefused(INVALID, f"Stream-Expires-At needs a date, a time and a zone: {raw[:60]!r}")
+        raise DurableRefused(
+            codes.INVALID_REQUEST, f"Stream-Expires-At needs a date, a time and a zone: {raw[:60]!r}"
+        )
     return moment.timestamp()
 
 
@@ -135,10 +136,10 @@ def json_record(body: bytes, *, create: bool) -> tuple[bytes, int]:
     try:
         value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise DurableRefused(INVALID_JSON, f"the body is not JSON: {str(exc)[:120]}") from None
+        raise DurableRefused(codes.INVALID_JSON, f"the body is not JSON: {str(exc)[:120]}") from None
     values = value if isinstance(value, list) else [value]
     if not values and not create:
-        raise DurableRefused(INVALID, "an empty JSON array appends nothing")
+        raise DurableRefused(codes.INVALID_REQUEST, "an empty JSON array appends nothing")
     return _join(values), len(values)
 
 
@@ -206,8 +207,15 @@ class Chunk:
         return self.end >= self.tail
 
 
+def _too_large(size: int, limit: int) -> DurableRefused:
+    return DurableRefused(
+        codes.STREAM_TOO_LARGE,
+        f"the stream would hold {size} bytes, past its {limit} (DURABLE_MAX_STREAM_BYTES)",
+    )
+
+
 def _not_found(path: str) -> DurableRefused:
-    return DurableRefused(NOT_FOUND, f"no stream {path[:120]!r}")
+    return DurableRefused(codes.STREAM_NOT_FOUND, f"no stream {path[:120]!r}")
 
 
 def _check_producer(meta: DurableMeta, producer: Producer, now: float) -> int | None:
@@ -224,13 +232,13 @@ def _check_producer(meta: DurableMeta, producer: Producer, now: float) -> int | 
     epoch, last = int(state[0]), int(state[1])
     if producer.epoch < epoch:
         raise DurableRefused(
-            STALE_EPOCH,
+            codes.PRODUCER_STALE_EPOCH,
             f"producer epoch {producer.epoch} is stale (now {epoch})",
             {"Producer-Epoch": str(epoch)},
         )
     if producer.epoch > epoch:
         if producer.seq != 0:
-            raise DurableRefused(INVALID, "a new producer epoch starts at sequence 0")
+            raise DurableRefused(codes.INVALID_REQUEST, "a new producer epoch starts at sequence 0")
         return None
     if producer.seq <= last:
         return last
@@ -241,7 +249,7 @@ def _check_producer(meta: DurableMeta, producer: Producer, now: float) -> int | 
 
 def _gap(expected: int, received: int) -> DurableRefused:
     return DurableRefused(
-        SEQ_GAP,
+        codes.PRODUCER_SEQUENCE_GAP,
         f"producer sequence gap: expected {expected}, received {received}",
         {"Producer-Expected-Seq": str(expected), "Producer-Received-Seq": str(received)},
     )
@@ -258,20 +266,66 @@ def _same_close(meta: DurableMeta, producer: Producer | None) -> bool:
     return producer is not None and meta.closed_by == [producer.id, producer.epoch, producer.seq]
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """What one client may cost: ``DURABLE_MAX_STREAM_BYTES`` (bytes of records per
+    stream), ``DURABLE_MAX_STREAMS_PER_OWNER`` and ``DURABLE_MAX_STREAMS`` (streams held),
+    and ``DURABLE_SWEEP_INTERVAL`` (seconds between sweeps of expired streams)."""
+
+    max_stream_bytes: int = 64 << 20
+    max_streams_per_owner: int = 1000
+    max_streams: int = 100_000
+    sweep_interval: float = 10.0
+
+
 class DurableStreams:
     """The protocol's operations on one store (``owner``: the caller's owner id, None when
-    the server has no keys; ``sees``: whether the caller sees a stream of that owner)."""
+    the server has no keys; ``sees``: whether the caller sees a stream of that owner;
+    ``quota``: whose count a new stream is under, the client's key).
 
-    def __init__(self, store: DurableStore, long_poll_timeout: float, sse_lifetime: float) -> None:
+    Between :meth:`connect` and :meth:`aclose` one task of the process sweeps expired
+    streams every ``bounds.sweep_interval`` seconds, so that a stream nobody touches again
+    still goes (each expiry is the same change a read past it makes)."""
+
+    def __init__(
+        self, store: DurableStore, long_poll_timeout: float, sse_lifetime: float, bounds: Bounds = Bounds()
+    ) -> None:
         self.store = store
         self.long_poll_timeout = long_poll_timeout
         self.sse_lifetime = sse_lifetime
+        self.bounds = bounds
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         await self.store.connect()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="durable-sweeper")
 
     async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         await self.store.aclose()
+
+    async def sweep(self) -> int:
+        """Expire every stream whose expiry has passed; how many were found."""
+        swept = 0
+        while True:
+            due = await self.store.due(time.time(), SWEEP_BATCH)
+            for path in due:
+                await self._expire(path)
+            swept += len(due)
+            if len(due) < SWEEP_BATCH:
+                return swept
+            await asyncio.sleep(0)  # a large sweep lets requests in between its batches
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.bounds.sweep_interval)
+            try:
+                await self.sweep()
+            except Refused as exc:  # the store is unreachable: the next sweep tries again
+                log.warning("durable streams: sweep skipped: %s", exc.message)
 
     # Lookups ---------------------------------------------------------------------------------
 
@@ -285,7 +339,7 @@ class DurableStreams:
         if meta is None or not caller_sees(meta.owner):
             raise _not_found(path)
         if meta.soft_deleted and not gone_ok:
-            raise DurableRefused(GONE, f"stream {path[:120]!r} was deleted")
+            raise DurableRefused(codes.STREAM_GONE, f"stream {path[:120]!r} was deleted")
         return meta
 
     async def _expire(self, path: str) -> None:
@@ -317,13 +371,27 @@ class DurableStreams:
     # Create, fork, delete --------------------------------------------------------------------
 
     async def create(
-        self, path: str, config: Config, owner: str | None, caller_sees: Any, body: bytes
+        self,
+        path: str,
+        config: Config,
+        owner: str | None,
+        caller_sees: Any,
+        body: bytes,
+        quota: str = "",
     ) -> tuple[bool, DurableMeta]:
         """``PUT``: (created, metadata); 409 when it exists otherwise, 404/409/400 for a
-        fork whose source is missing, gone or shorter than the fork offset."""
+        fork whose source is missing, gone or shorter than the fork offset; for a new
+        stream, 429 ``too_many_durable_streams`` when ``quota`` holds
+        ``DURABLE_MAX_STREAMS_PER_OWNER`` streams, 507 ``durable_store_full`` when the store
+        holds ``DURABLE_MAX_STREAMS``, 413 ``stream_too_large`` for a body past
+        ``DURABLE_MAX_STREAM_BYTES``."""
         existing = await self.store.get(path)
-        if existing is not None and existing.expired(time.time()):
+        now = time.time()
+        if existing is not None and existing.expired(now):
             await self._expire(path)
+            existing = await self.store.get(path)
+        if existing is None:
+            await self._check_room(quota, now)
         records: list[bytes] = []
         content_type = config.content_type
         source: DurableMeta | None = None
@@ -343,8 +411,12 @@ class DurableStreams:
                         records.append(record)
                 else:
                     records.append(body)
+            size = sum(len(record) for record in records)
+            if size > self.bounds.max_stream_bytes:
+                raise _too_large(size, self.bounds.max_stream_bytes)
             result = await self.store.update(
-                path, _create_change(config, content_type, owner, caller_sees, source, fork_at, records)
+                path,
+                _create_change(config, content_type, owner, quota, caller_sees, source, fork_at, records),
             )
         except BaseException:
             if source is not None:
@@ -354,6 +426,22 @@ class DurableStreams:
             await self._release(config.forked_from or "")
         return result
 
+    async def _check_room(self, quota: str, now: float) -> None:
+        mine, everyone = await self.store.count(quota, now)
+        bounds = self.bounds
+        if everyone >= bounds.max_streams:
+            raise DurableRefused(
+                codes.DURABLE_STORE_FULL,
+                f"the server holds {everyone} durable streams, its most (DURABLE_MAX_STREAMS); "
+                "try again when some are deleted or expire",
+            )
+        if mine >= bounds.max_streams_per_owner:
+            raise DurableRefused(
+                codes.TOO_MANY_DURABLE_STREAMS,
+                f"this client holds {mine} durable streams, its most (DURABLE_MAX_STREAMS_PER_OWNER); "
+                "delete one first",
+            )
+
     async def _take_source(self, config: Config, caller_sees: Any) -> DurableMeta:
         source_path = config.forked_from or ""
         meta = await self.store.get(source_path)
@@ -362,13 +450,15 @@ class DurableStreams:
 
         def change(meta: DurableMeta | None, now: float) -> Update[DurableMeta]:
             if meta is None or meta.expired(now) or not caller_sees(meta.owner):
-                raise DurableRefused(NOT_FOUND, f"no source stream {source_path[:120]!r}")
+                raise DurableRefused(codes.STREAM_NOT_FOUND, f"no source stream {source_path[:120]!r}")
             if meta.soft_deleted:
-                raise DurableRefused(EXISTS, f"source stream {source_path[:120]!r} was deleted")
+                raise DurableRefused(codes.STREAM_EXISTS, f"source stream {source_path[:120]!r} was deleted")
             if config.content_type and media_type(config.content_type) != media_type(meta.content_type):
-                raise DurableRefused(TYPE_MISMATCH, "the fork's content type differs from its source's")
+                raise DurableRefused(
+                    codes.CONTENT_TYPE_MISMATCH, "the fork's content type differs from its source's"
+                )
             if config.fork_offset is not None and config.fork_offset > meta.tail:
-                raise DurableRefused(INVALID, "the fork offset is past the source's tail")
+                raise DurableRefused(codes.INVALID_REQUEST, "the fork offset is past the source's tail")
             meta.refs += 1
             return Update(meta, meta)
 
@@ -378,15 +468,17 @@ class DurableStreams:
         """The first ``sub`` bytes (or JSON values) of the source's record after offset ``at``."""
         found = await self._collect(source_path, source, at + 1, at + 1)
         if not found:
-            raise DurableRefused(INVALID, "no record follows the fork offset for a sub-offset")
+            raise DurableRefused(codes.INVALID_REQUEST, "no record follows the fork offset for a sub-offset")
         record = found[0][1]
         if is_json(source.content_type):
             values = json_values(record)
             if sub > len(values):
-                raise DurableRefused(INVALID, "the fork sub-offset overshoots the record's values")
+                raise DurableRefused(
+                    codes.INVALID_REQUEST, "the fork sub-offset overshoots the record's values"
+                )
             return _join(values[:sub])
         if sub > len(record):
-            raise DurableRefused(INVALID, "the fork sub-offset overshoots the record's bytes")
+            raise DurableRefused(codes.INVALID_REQUEST, "the fork sub-offset overshoots the record's bytes")
         return record[:sub]
 
     async def _release(self, path: str) -> None:
@@ -412,7 +504,7 @@ class DurableStreams:
             if meta is None or not caller_sees(meta.owner):
                 raise _not_found(path)
             if meta.soft_deleted:
-                raise DurableRefused(GONE, f"stream {path[:120]!r} was deleted")
+                raise DurableRefused(codes.STREAM_GONE, f"stream {path[:120]!r} was deleted")
             if meta.refs > 0:
                 meta.soft_deleted = True
                 return Update(None, meta)
@@ -434,15 +526,21 @@ class DurableStreams:
         producer: Producer | None,
         close: bool,
     ) -> Appended:
-        """``POST``: append ``body`` (none: close only), as the checks of PROTOCOL.md 5.2 allow."""
+        """``POST``: append ``body`` (none: close only), as the checks of PROTOCOL.md 5.2 allow;
+        413 ``stream_too_large`` when the stream's records would pass
+        ``DURABLE_MAX_STREAM_BYTES``."""
         meta = await self.meta(path, caller_sees)
         record = b""
         if body:
             if content_type is None:
-                raise DurableRefused(INVALID, "an append needs a Content-Type")
+                raise DurableRefused(codes.INVALID_REQUEST, "an append needs a Content-Type")
             record = json_record(body, create=False)[0] if is_json(meta.content_type) else body
+        limit = self.bounds.max_stream_bytes
+        if len(record) > limit:
+            raise _too_large(len(record), limit)
         result = await self.store.update(
-            path, _append_change(path, caller_sees, record, content_type, seq, producer, close, meta.uid)
+            path,
+            _append_change(path, caller_sees, record, content_type, seq, producer, close, meta.uid, limit),
         )
         await self.touch(path)
         return result
@@ -487,6 +585,7 @@ def _create_change(
     config: Config,
     content_type: str,
     owner: str | None,
+    quota: str,
     caller_sees: Any,
     source: DurableMeta | None,
     fork_at: int | None,
@@ -495,7 +594,7 @@ def _create_change(
     def change(meta: DurableMeta | None, now: float) -> Update[tuple[bool, DurableMeta]]:
         if meta is not None and not meta.expired(now):
             if meta.soft_deleted:
-                raise DurableRefused(EXISTS, "a deleted stream with forks still holds this path")
+                raise DurableRefused(codes.STREAM_EXISTS, "a deleted stream with forks still holds this path")
             same = (
                 caller_sees(meta.owner)
                 and media_type(meta.content_type) == media_type(content_type)
@@ -507,7 +606,7 @@ def _create_change(
                 and meta.fork_sub == config.fork_sub
             )
             if not same:
-                raise DurableRefused(EXISTS, "the stream exists with another configuration")
+                raise DurableRefused(codes.STREAM_EXISTS, "the stream exists with another configuration")
             return Update((False, meta), keep=True)
         ttl, expires_at, expires_ts = config.ttl, config.expires_at, config.expires_ts
         if source is not None and ttl is None and expires_at is None:
@@ -523,6 +622,8 @@ def _create_change(
             expires_at=expires_at,
             expires_ts=expires_ts,
             tail=base + len(records),
+            size=sum(len(record) for record in records),
+            quota=quota,
             base=base,
             forked_from=config.forked_from,
             fork_sub=config.fork_sub,
@@ -542,12 +643,13 @@ def _append_change(
     producer: Producer | None,
     close: bool,
     uid: str,
+    max_bytes: int,
 ) -> Change[Appended]:
     def change(meta: DurableMeta | None, now: float) -> Update[Appended]:
         if meta is None or meta.uid != uid or not caller_sees(meta.owner):
             raise _not_found(path)
         if meta.soft_deleted:
-            raise DurableRefused(GONE, f"stream {path[:120]!r} was deleted")
+            raise DurableRefused(codes.STREAM_GONE, f"stream {path[:120]!r} was deleted")
         if meta.closed:
             if _same_close(meta, producer):
                 assert producer is not None
@@ -556,21 +658,30 @@ def _append_change(
                 return Update(Appended(meta.tail, False, None, True), keep=True)
             if producer is not None and producer.epoch < int(meta.producers.get(producer.id, [0])[0]):
                 _check_producer(meta, producer, now)  # 403: a fenced producer is told so first
-            raise DurableRefused(CLOSED, "the stream is closed", {"Stream-Next-Offset": offset(meta.tail)})
+            raise DurableRefused(
+                codes.STREAM_CLOSED, "the stream is closed", {"Stream-Next-Offset": offset(meta.tail)}
+            )
         if record and content_type is not None and media_type(content_type) != media_type(meta.content_type):
-            raise DurableRefused(TYPE_MISMATCH, f"the stream's content type is {meta.content_type}")
+            raise DurableRefused(
+                codes.CONTENT_TYPE_MISMATCH, f"the stream's content type is {meta.content_type}"
+            )
         if producer is not None:
             last = _check_producer(meta, producer, now)
             if last is not None:
                 return Update(Appended(meta.tail, True, last, meta.closed), keep=True)
+        if record and meta.size + len(record) > max_bytes:
+            raise _too_large(meta.size + len(record), max_bytes)
         if seq is not None and record:
             if meta.stream_seq is not None and seq <= meta.stream_seq:
-                raise DurableRefused(SEQ_CONFLICT, f"Stream-Seq {seq[:40]!r} is not above the last one")
+                raise DurableRefused(
+                    codes.SEQUENCE_CONFLICT, f"Stream-Seq {seq[:40]!r} is not above the last one"
+                )
             meta.stream_seq = seq
         if producer is not None:
             _remember(meta, producer, now)
         added = [record] if record else []
         meta.tail += len(added)
+        meta.size += len(record)
         if close:
             meta.closed = True
             meta.closed_by = [producer.id, producer.epoch, producer.seq] if producer is not None else None
@@ -592,4 +703,10 @@ def create_durable(settings: Settings) -> DurableStreams:
         from quart_sse.stores.durable_memory import MemoryDurableStore
 
         store = MemoryDurableStore()
-    return DurableStreams(store, settings.durable_long_poll_timeout, SSE_LIFETIME)
+    bounds = Bounds(
+        max_stream_bytes=settings.durable_max_stream_bytes,
+        max_streams_per_owner=settings.durable_max_streams_per_owner,
+        max_streams=settings.durable_max_streams,
+        sweep_interval=settings.durable_sweep_interval,
+    )
+    return DurableStreams(store, settings.durable_long_poll_timeout, SSE_LIFETIME, bounds)

@@ -33,7 +33,7 @@ class Reader:
     """One SSE response reading one stream here: its position (the last id it has written),
     its transport, when it last wrote (loop time), and whether the hub wrote its final event."""
 
-    __slots__ = ("after", "ended", "last_write", "transport", "waiter")
+    __slots__ = ("after", "ended", "last_write", "timer", "transport", "waiter")
 
     def __init__(self, after: int, transport: ASGITransport, now: float) -> None:
         self.after = after
@@ -41,6 +41,7 @@ class Reader:
         self.last_write = now
         self.ended = False
         self.waiter: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -82,6 +83,7 @@ class Hub:
     def deliver(self, batch: Sequence[Append]) -> None:
         """Frames the store has persisted reach this process's readers (pushed, or woken)."""
         streams = self.streams
+        now = 0.0
         for item in batch:
             live = streams.get(item.stream_id)
             if live is None:
@@ -92,25 +94,38 @@ class Hub:
             if item.finished:
                 del streams[item.stream_id]
             if live.readers:
-                self._offer(live, start, frames, item.finished)
+                if not now:
+                    now = asyncio.get_running_loop().time()
+                self._offer(live, start, frames, item.finished, now)
 
-    def _offer(self, live: _Live, start: int, frames: Sequence[bytes], finished: bool) -> None:
-        data = b""
-        now = asyncio.get_running_loop().time()
+    def _offer(self, live: _Live, start: int, frames: Sequence[bytes], finished: bool, now: float) -> None:
+        readers = live.readers
+        if not frames:  # nothing to write: let them look for themselves
+            for reader in readers:
+                reader.wake()
+            live.readers = []
+            return
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        if len(readers) == 1 and not finished:  # the usual case: one reader, pushed to
+            reader = readers[0]
+            if reader.after == start and reader.transport.write(data):
+                reader.after = live.last
+                reader.last_write = now
+                self.stats.writes_direct += 1
+                return
         keep: list[Reader] = []
-        for reader in live.readers:
-            if reader.after == start and frames:
-                if not data:
-                    data = frames[0] if len(frames) == 1 else b"".join(frames)
-                if reader.transport.write(data):
-                    reader.after = live.last
-                    reader.last_write = now
-                    self.stats.writes_direct += 1
-                    if not finished:
-                        keep.append(reader)
-                        continue
-                    reader.ended = True
+        written = 0
+        for reader in readers:
+            if reader.after == start and reader.transport.write(data):
+                reader.after = live.last
+                reader.last_write = now
+                written += 1
+                if not finished:
+                    keep.append(reader)
+                    continue
+                reader.ended = True
             reader.wake()
+        self.stats.writes_direct += written
         live.readers = keep
 
     def drop(self, stream_id: str) -> None:
@@ -139,26 +154,39 @@ class Hub:
         """Wait for the stream's next frames, for up to ``block`` s (``math.inf``: for a
         direct reader, whose pings the hub writes).  New frames may be written for the
         reader meanwhile without waking it; it is woken when it must read for itself."""
+        waiter = self.park(stream_id, reader, block)
+        if waiter is not None:
+            try:
+                await waiter
+            finally:
+                self.unpark(stream_id, reader)
+
+    def park(self, stream_id: str, reader: Reader, block: float) -> asyncio.Future[None] | None:
+        """:meth:`wait` in two steps, without a coroutine of its own (the pump awaits the
+        future itself, one frame less per waiting reader): the future to await, or None
+        when there is nothing to wait for; :meth:`unpark` must follow the await."""
         live = self.streams.get(stream_id)
         if live is None or reader.after < live.last:
-            return  # not held here, or frames to read: nothing to wait for
+            return None  # not held here, or frames to read: nothing to wait for
         loop = asyncio.get_running_loop()
-        reader.waiter = loop.create_future()
+        reader.waiter = waiter = loop.create_future()
         live.readers.append(reader)
-        timer = None
         if block != math.inf:
-            timer = loop.call_at(loop.time() + block, reader.wake)
+            reader.timer = loop.call_at(loop.time() + block, reader.wake)
         elif reader.transport.direct:
             self._watch(reader, loop)
-        try:
-            await reader.waiter
-        finally:
-            reader.waiter = None
-            if timer is not None:
-                timer.cancel()
-            self.watched.discard(reader)
-            if reader in live.readers:
-                live.readers.remove(reader)
+        return waiter
+
+    def unpark(self, stream_id: str, reader: Reader) -> None:
+        """The end of a wait begun by :meth:`park` (woken, timed out or cancelled)."""
+        reader.waiter = None
+        if reader.timer is not None:
+            reader.timer.cancel()
+            reader.timer = None
+        self.watched.discard(reader)
+        live = self.streams.get(stream_id)
+        if live is not None and reader in live.readers:
+            live.readers.remove(reader)
 
     # Heartbeats and stalls -----------------------------------------------------------------
 

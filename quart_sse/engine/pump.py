@@ -66,15 +66,11 @@ class Delivery:
         Returns after the stream's final event (or when the stream expired meanwhile, or
         when the reader was cut after ``send_timeout`` without progress).
         """
+        # One coroutine frame for the whole body: it is held for as long as the response
+        # is open (at 10,000 open streams each frame of the chain counts).
         stats = self.stats
         stats.readers_open += 1
         stats.readers_opened += 1
-        try:
-            await self._pump(send, info, after)
-        finally:
-            stats.readers_open -= 1
-
-    async def _pump(self, send: ASGISend, info: StreamInfo, after: int) -> None:
         loop = asyncio.get_running_loop()
         store, hub, stream_id = self.store, self.hub, info.stream_id
         reader: Reader | None = None
@@ -110,7 +106,12 @@ class Delivery:
                     reader.after += len(frames)
                 else:
                     direct = reader.transport.direct
-                    await hub.wait(stream_id, reader, math.inf if direct else self._quiet(reader, loop))
+                    waiter = hub.park(stream_id, reader, math.inf if direct else self._quiet(reader, loop))
+                    if waiter is not None:
+                        try:
+                            await waiter
+                        finally:
+                            hub.unpark(stream_id, reader)
                     if direct:
                         continue  # pushed to, or woken to read; the hub writes its pings
                     body = b""
@@ -126,6 +127,8 @@ class Delivery:
             at = reader.after if reader is not None else after
             frame = final_error(at + 1, codes.STORE_UNAVAILABLE, str(exc), info.session_id)
             await send({"type": "http.response.body", "body": frame, "more_body": True})
+        finally:
+            stats.readers_open -= 1
 
     def _quiet(self, reader: Reader, loop: asyncio.AbstractEventLoop) -> float:
         """Seconds until the reader is due a ping."""

@@ -22,6 +22,7 @@ reader, so backpressure works as before.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import socket
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
 
 HIGH_WATER = 64 * 1024
 """Unsent bytes above which a stream waits for its reader (asyncio's default high water)."""
@@ -167,3 +169,34 @@ def _set_user_timeout(transport: asyncio.WriteTransport, seconds: float) -> None
         return
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(seconds * 1000)))
+
+
+def watch_receive(
+    receive: ASGIReceive, on_message: Callable[[asyncio.Future[Any]], None]
+) -> asyncio.Future[Any]:
+    """Call ``on_message(future)`` when the next ASGI message arrives (after a request's
+    body, only ``http.disconnect`` can) or when the future returned is cancelled (to stop
+    watching; ``future.cancelled()`` is then true).
+
+    Hypercorn's ``receive`` is its per-request ``asyncio.Queue``'s ``get``: then the watch
+    is one future among the queue's getters, woken by the queue's next ``put`` exactly as
+    ``get()`` would be, without a task and a coroutine per open response (about 0.8 KB
+    each at 10,000 open streams).  Any other ``receive`` gets a task that awaits it.
+    """
+    queue = getattr(receive, "__self__", None)
+    getters = getattr(queue, "_getters", None)
+    if (
+        type(queue) is asyncio.Queue
+        and getattr(receive, "__func__", None) is asyncio.Queue.get
+        and type(getters) is collections.deque
+    ):
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        waiter.add_done_callback(on_message)
+        if queue.empty():
+            getters.append(waiter)  # put_nowait wakes the first getter not yet done
+        else:
+            waiter.set_result(None)  # the message is already there
+        return waiter
+    task = asyncio.ensure_future(receive())
+    task.add_done_callback(on_message)
+    return task

@@ -23,8 +23,15 @@ from typing import Any
 
 from quart_sse.http.scope import Headers, header
 
-ALLOW_METHODS = b"GET, POST, DELETE, OPTIONS"
-ALLOW_HEADERS = b"Authorization, Content-Type, Last-Event-ID"
+ALLOW_METHODS = b"GET, HEAD, PUT, POST, DELETE, OPTIONS"
+# Last-Event-ID for the SSE routes; the rest are the Durable Streams protocol's request
+# headers (/v1/stream/, PROTOCOL.md 5): a browser page may send none of them cross-origin
+# unless the preflight lists it.
+ALLOW_HEADERS = (
+    b"Authorization, Content-Type, Last-Event-ID, If-None-Match, Stream-Seq, Stream-TTL, "
+    b"Stream-Expires-At, Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, "
+    b"Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset"
+)
 EXPOSE_HEADERS = b"Retry-After, WWW-Authenticate"
 MAX_AGE = b"600"
 

@@ -29,8 +29,9 @@ from urllib.parse import parse_qs
 from quart_sse import codes
 from quart_sse.engine import durable as ds
 from quart_sse.engine.durable import Chunk, Config, DurableRefused, DurableStreams, Producer
+from quart_sse.http.cors import ALLOW_HEADERS, ALLOW_METHODS
 from quart_sse.http.errors import STATUS
-from quart_sse.http.scope import Headers, Receive, Scope, Send, header
+from quart_sse.http.scope import CLIENT, Headers, Receive, Scope, Send, caller, header
 from quart_sse.stores.durable_base import DurableMeta
 
 if TYPE_CHECKING:
@@ -41,16 +42,6 @@ CHAT = "chat/"
 """Paths under the prefix that are chat answers (read-only)."""
 MAX_PATH = 1024
 
-DURABLE_STATUS = {
-    ds.NOT_FOUND: 404,
-    ds.GONE: 410,
-    ds.EXISTS: 409,
-    ds.TYPE_MISMATCH: 409,
-    ds.SEQ_CONFLICT: 409,
-    ds.CLOSED: 409,
-    ds.STALE_EPOCH: 403,
-    ds.SEQ_GAP: 409,
-}
 SECURITY: Headers = [
     (b"x-content-type-options", b"nosniff"),
     (b"cross-origin-resource-policy", b"cross-origin"),
@@ -60,12 +51,6 @@ EXPOSE = (
     b"Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
     b"Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Retry-After, WWW-Authenticate"
 )
-ALLOW_HEADERS = (
-    b"Authorization, Content-Type, If-None-Match, Stream-Seq, Stream-TTL, Stream-Expires-At, "
-    b"Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, Stream-Forked-From, "
-    b"Stream-Fork-Offset, Stream-Fork-Sub-Offset"
-)
-ALLOW_METHODS = b"GET, HEAD, PUT, POST, DELETE, OPTIONS"
 METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS")
 _MEDIA = re.compile(r"[\w.+-]+/[\w.+-]+")
 _LINES = re.compile(r"\r\n|\r|\n")
@@ -76,9 +61,7 @@ def _service(edge: Edge) -> DurableStreams:
 
 
 def _sees(scope: Scope) -> Callable[[str | None], bool]:
-    caller = scope["quart_sse.caller"]
-    sees: Callable[[str | None], bool] = caller.sees
-    return sees
+    return caller(scope).sees
 
 
 def _base_headers(edge: Edge, scope: Scope) -> Headers:
@@ -98,9 +81,9 @@ async def _answer(
 
 
 async def _refuse(edge: Edge, scope: Scope, send: Send, error: codes.Refused) -> None:
-    status = DURABLE_STATUS.get(error.code) or STATUS.get(error.code, 500)
+    status = STATUS.get(error.code, 500)
     headers = dict(error.headers) if isinstance(error, DurableRefused) else {}
-    if error.code == ds.CLOSED:
+    if error.code == codes.STREAM_CLOSED:
         headers["Stream-Closed"] = "true"
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
@@ -114,7 +97,7 @@ def stream_path(raw: str) -> str:
     or longer than 1024 characters."""
     name = raw[len(PREFIX) :] if raw.startswith(PREFIX) else raw.lstrip("/")
     if not name or len(name) > MAX_PATH:
-        raise DurableRefused(ds.INVALID, f"a stream path is 1 to {MAX_PATH} characters")
+        raise DurableRefused(codes.INVALID_REQUEST, f"a stream path is 1 to {MAX_PATH} characters")
     return name
 
 
@@ -135,7 +118,7 @@ async def handle(edge: Edge, scope: Scope, receive: Receive, send: Send, params:
                     "Access-Control-Max-Age": "600",
                 },
             )
-        body = await edge._body(scope, receive)
+        body = await edge.request_body(scope, receive)
         path = stream_path(params["path"])
         if path.startswith(CHAT):
             from quart_sse.http.durable_chat import chat_answer
@@ -169,20 +152,20 @@ async def _create(edge: Edge, scope: Scope, send: Send, path: str, body: bytes) 
     content_type = raw_type if _MEDIA.match(raw_type) else ("" if forked_from else "application/octet-stream")
     ttl_raw, expires_raw = _header(scope, b"stream-ttl"), _header(scope, b"stream-expires-at")
     if ttl_raw is not None and expires_raw is not None:
-        raise DurableRefused(ds.INVALID, "give Stream-TTL or Stream-Expires-At, not both")
+        raise DurableRefused(codes.INVALID_REQUEST, "give Stream-TTL or Stream-Expires-At, not both")
     ttl = ds.parse_decimal("Stream-TTL", ttl_raw) if ttl_raw is not None else None
     expires_ts = ds.parse_expires_at(expires_raw) if expires_raw is not None else None
     fork_raw, sub_raw = _header(scope, b"stream-fork-offset"), _header(scope, b"stream-fork-sub-offset")
     if (fork_raw is not None or sub_raw is not None) and forked_from is None:
         raise DurableRefused(
-            ds.INVALID, "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From"
+            codes.INVALID_REQUEST, "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From"
         )
     fork_offset = ds.parse_offset(fork_raw) if fork_raw is not None else None
     if fork_raw is not None and (fork_offset is None or fork_raw == "-1"):
-        raise DurableRefused(ds.INVALID, "Stream-Fork-Offset must be an offset this server gave")
+        raise DurableRefused(codes.INVALID_REQUEST, "Stream-Fork-Offset must be an offset this server gave")
     sub = ds.parse_decimal("Stream-Fork-Sub-Offset", sub_raw) if sub_raw is not None else 0
     if sub and fork_raw is None:
-        raise DurableRefused(ds.INVALID, "Stream-Fork-Sub-Offset needs Stream-Fork-Offset")
+        raise DurableRefused(codes.INVALID_REQUEST, "Stream-Fork-Sub-Offset needs Stream-Fork-Offset")
     config = Config(
         content_type=content_type,
         ttl=ttl,
@@ -193,8 +176,10 @@ async def _create(edge: Edge, scope: Scope, send: Send, path: str, body: bytes) 
         fork_offset=fork_offset,
         fork_sub=sub,
     )
-    caller = scope["quart_sse.caller"]
-    created, meta = await _service(edge).create(path, config, caller.owner, caller.sees, body)
+    who = caller(scope)
+    client = scope[CLIENT]
+    await edge.limits.take_message(client)  # 429 past RATE_LIMIT: a create is a write
+    created, meta = await _service(edge).create(path, config, who.owner, who.sees, body, client.key)
     headers = {"Content-Type": meta.content_type, "Stream-Next-Offset": ds.offset(meta.tail)}
     if created:
         headers["Location"] = _location(scope)
@@ -216,9 +201,11 @@ def _producer(scope: Scope) -> Producer | None:
     if pid is None and epoch is None and seq is None:
         return None
     if pid is None or epoch is None or seq is None:
-        raise DurableRefused(ds.INVALID, "Producer-Id, Producer-Epoch and Producer-Seq go together")
+        raise DurableRefused(
+            codes.INVALID_REQUEST, "Producer-Id, Producer-Epoch and Producer-Seq go together"
+        )
     if not pid:
-        raise DurableRefused(ds.INVALID, "Producer-Id must not be empty")
+        raise DurableRefused(codes.INVALID_REQUEST, "Producer-Id must not be empty")
     return Producer(pid, ds.parse_decimal("Producer-Epoch", epoch), ds.parse_decimal("Producer-Seq", seq))
 
 
@@ -226,7 +213,8 @@ async def _append(edge: Edge, scope: Scope, send: Send, path: str, body: bytes) 
     producer = _producer(scope)
     close = _header(scope, b"stream-closed") == "true"
     if not body and not close:
-        raise DurableRefused(ds.INVALID, "an append needs a body (or Stream-Closed: true)")
+        raise DurableRefused(codes.INVALID_REQUEST, "an append needs a body (or Stream-Closed: true)")
+    await edge.limits.take_message(scope[CLIENT])  # 429 past RATE_LIMIT, as a chat message
     done = await _service(edge).append(
         path,
         _sees(scope),
@@ -277,12 +265,12 @@ def _read_params(scope: Scope) -> tuple[str | None, str | None, str | None]:
     found = parse_qs(raw.decode("latin-1"), keep_blank_values=True)
     offsets = found.get("offset")
     if offsets is not None and (len(offsets) > 1 or not offsets[0]):
-        raise DurableRefused(ds.INVALID, "give one non-empty offset")
+        raise DurableRefused(codes.INVALID_REQUEST, "give one non-empty offset")
     live = found.get("live", [None])[0]
     if live not in (None, "long-poll", "sse"):
-        raise DurableRefused(ds.INVALID, "live is long-poll or sse")
+        raise DurableRefused(codes.INVALID_REQUEST, "live is long-poll or sse")
     if live is not None and offsets is None:
-        raise DurableRefused(ds.INVALID, f"live={live} needs an offset")
+        raise DurableRefused(codes.INVALID_REQUEST, f"live={live} needs an offset")
     return (offsets[0] if offsets else None), live, found.get("cursor", [None])[0]
 
 
@@ -426,7 +414,7 @@ async def _held(
         gone = True
         task.cancel()
 
-    slot = edge.limits.slot(scope["quart_sse.client"])
+    slot = edge.limits.slot(scope[CLIENT])
     slot.acquire()  # 429 past MAX_STREAMS_PER_CLIENT
     responses = edge.engine.responses
     watcher = asyncio.ensure_future(receive())

@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from quart_sse import codes
 from quart_sse.engine import durable as ds
 from quart_sse.engine.durable import Chunk, DurableRefused
 from quart_sse.engine.pump import CLOSED_MESSAGES, final_error
 from quart_sse.http.durable import Source, _answer, _etag, serve_read
-from quart_sse.http.scope import Receive, Scope, Send
+from quart_sse.http.scope import Receive, Scope, Send, caller
 from quart_sse.models import StreamInfo
 from quart_sse.sse import Event, SSEParser
 from quart_sse.stores.base import Store
@@ -33,13 +34,13 @@ class ChatSource(Source):
     def __init__(self, store: Store, stream_id: str, scope: Scope) -> None:
         self.store = store
         self.stream_id = stream_id
-        self.caller = scope["quart_sse.caller"]
+        self.caller = caller(scope)
         self.info: StreamInfo | None = None
 
     async def meta(self) -> DurableMeta:
         info = await self.store.get_stream(self.stream_id)
         if info is None or not self.caller.sees(info.owner):
-            raise DurableRefused(ds.NOT_FOUND, f"no answer stream {self.stream_id[:64]!r}")
+            raise DurableRefused(codes.STREAM_NOT_FOUND, f"no answer stream {self.stream_id[:64]!r}")
         self.info = info
         return DurableMeta(
             uid=self.stream_id,
@@ -99,5 +100,7 @@ async def chat_answer(edge: Edge, scope: Scope, receive: Receive, send: Send, st
 class MethodRefused(DurableRefused):
     def __init__(self) -> None:
         super().__init__(
-            "method_not_allowed", "a chat answer's stream is read-only: GET or HEAD", {"Allow": "GET, HEAD"}
+            codes.METHOD_NOT_ALLOWED,
+            "a chat answer's stream is read-only: GET or HEAD",
+            {"Allow": "GET, HEAD"},
         )

@@ -11,8 +11,10 @@ Why the chat routes skip Quart: ``POST /chat/stream`` and ``GET /streams/{id}/ev
 their connection for as long as the answer lasts, so what each costs per stream counts
 ten thousand times.  Quart's request machinery (two tasks, request and response objects,
 contexts, hooks) costs about 10 KB and a few hundred microseconds per stream; here the
-only per-stream extra is one small task that waits for the client's disconnect and
-cancels the response.  ``POST /chat`` shares their validation and order of checks.
+only per-stream extra is a watch for the client's disconnect that cancels the response (a
+future among the getters of Hypercorn's receive queue, not a task:
+:func:`quart_sse.engine.transport.watch_receive`).  ``POST /chat`` shares their validation
+and order of checks.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from quart_sse import codes
 from quart_sse.engine import Engine, events_url
 from quart_sse.engine.durable import durable_url
+from quart_sse.engine.transport import watch_receive
 from quart_sse.http import durable
 from quart_sse.http.access import RAW_SEND
 from quart_sse.http.auth import Keys
@@ -35,7 +39,7 @@ from quart_sse.http.chat import Accepted, body_too_large, start_generation, star
 from quart_sse.http.cors import CORS
 from quart_sse.http.errors import send_error
 from quart_sse.http.limits import NO_SLOT, Client, Limits, StreamSlot
-from quart_sse.http.scope import ASGIApp, Headers, Receive, Scope, Send, header, query
+from quart_sse.http.scope import CALLER, CLIENT, ASGIApp, Headers, Receive, Scope, Send, header, query
 from quart_sse.models import EVERYONE, StreamInfo
 from quart_sse.sse import parse_last_event_id
 
@@ -48,14 +52,26 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-CLIENT = "quart_sse.client"
-"""The scope key under which the edge leaves the request's :class:`~quart_sse.http.limits.Client`."""
-CALLER = "quart_sse.caller"
-"""The scope key under which the edge leaves who the request acts for (:class:`~quart_sse.models.Caller`)."""
+
+
+DRAIN_MIN = 64 << 20
+"""Bytes of a refused body read and dropped at least (else 4 times MAX_BODY_BYTES) before the 413."""
+
+
+class BodyTooLarge(codes.Refused):
+    """413 for a body past ``MAX_BODY_BYTES``; ``unread``: whether more of it follows, not
+    yet read and dropped; ``closing``: whether the connection closes after the 413 (the
+    rest of the body did not all come)."""
+
+    def __init__(self, limit: int, unread: bool) -> None:
+        refused = body_too_large(limit)
+        super().__init__(refused.code, refused.message)
+        self.unread = unread
+        self.closing = False
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
-    """The request body as it arrives; 413 past ``limit`` bytes."""
+    """The request body as it arrives; 413 (:class:`BodyTooLarge`) past ``limit`` bytes."""
     parts: list[bytes] = []
     size = 0
     while True:
@@ -65,10 +81,31 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise body_too_large(limit)
+            raise BodyTooLarge(limit, bool(message.get("more_body", False)))
         parts.append(chunk)
         if not message.get("more_body", False):
             return b"".join(parts)
+
+
+async def discard_body(receive: Receive, most: int, deadline: float) -> bool:
+    """Read and drop the rest of a refused request body, at most ``most`` bytes, until
+    ``deadline`` (the loop's clock): True when it all came.
+
+    Why (a lingering close, as nginx's): Hypercorn closes the connection when the response
+    ends, and a close with unread bytes in the socket resets it, so a client still sending
+    (Node's fetch, curl) reports a failed request instead of the 413.
+    """
+    size = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout_at(deadline):
+            while size <= most:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return False
+                size += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return True
+    return False
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -94,6 +131,8 @@ class Edge:
         self.keys = Keys(settings.api_keys, settings.admin_keys, settings.owner_id_secret)
         self.cors = CORS(engine.settings.cors_origins)
         engine.counters.append(limits.debug_counts)
+        engine.counters.append(engine.durable.store.debug_counts)  # durable streams held, readers
+        engine.counters.append(engine.sessions.debug_counts)  # session streams open
 
     # The routing table: path pattern, then method -> handler.
     ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = ()
@@ -125,7 +164,9 @@ class Edge:
             except codes.Refused as error:
                 self.stats.requests_total += 1
                 self.stats.requests_failed += 1
-                return await send_error(send, error, cors)
+                return await send_error(
+                    send, error, await self._declared_too_large(scope, receive, error, cors)
+                )
             return await self._quart(scope, _replay(body, receive), send, cors)
         methods, params = found
         stats = self.stats
@@ -147,7 +188,7 @@ class Edge:
             await handler(self, scope, receive, send, params)
         except codes.Refused as error:
             stats.requests_failed += 1
-            await send_error(send, error, cors)
+            await send_error(send, error, await self._declared_too_large(scope, receive, error, cors))
         except Exception:
             stats.requests_failed += 1
             log.exception("unhandled error in %s %s", method, path)
@@ -155,6 +196,19 @@ class Edge:
                 await send_error(send, codes.Refused(codes.INTERNAL, "internal server error"), cors)
         else:
             stats.requests_ok += 1
+
+    async def _declared_too_large(
+        self, scope: Scope, receive: Receive, error: codes.Refused, headers: Headers
+    ) -> Headers:
+        """The headers of a refusal; for the 413 of a body declared too large (nothing of it
+        read yet), after reading and dropping it (:meth:`linger`), with ``Connection:
+        close`` when it did not all come."""
+        if not isinstance(error, BodyTooLarge):
+            return headers
+        if error.unread:
+            error.closing = not await self.linger(scope, receive)
+            error.unread = False
+        return [*headers, (b"connection", b"close")] if error.closing else headers
 
     def _admit(self, scope: Scope, method: str, path: str) -> None:
         """401 unless the request presents a valid key (where one is needed); then who it is;
@@ -167,20 +221,46 @@ class Edge:
         length = header(scope, b"content-length")
         limit = self.engine.settings.max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
-            raise body_too_large(limit)
+            raise BodyTooLarge(limit, unread=True)
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole request body; 413 past ``MAX_BODY_BYTES`` (declared or received), 408
-        when it has not all arrived within ``BODY_TIMEOUT`` seconds."""
+        when it has not all arrived within ``BODY_TIMEOUT`` seconds.  Before a 413 the rest
+        of the body is read and dropped (:meth:`linger`)."""
         settings = self.engine.settings
+        deadline = asyncio.get_running_loop().time() + settings.body_timeout
         try:
-            async with asyncio.timeout(settings.body_timeout):
+            async with asyncio.timeout_at(deadline):
                 return await read_body(receive, settings.max_body_bytes)
         except TimeoutError:
             raise codes.Refused(
                 codes.BODY_TIMEOUT,
                 f"the request body did not arrive within {settings.body_timeout:g} s (BODY_TIMEOUT)",
             ) from None
+        except BodyTooLarge as error:
+            if error.unread:
+                error.closing = not await self.linger(scope, receive, deadline)
+                error.unread = False
+            raise
+
+    async def linger(self, scope: Scope, receive: Receive, deadline: float | None = None) -> bool:
+        """Read and drop a refused body (at most 4 times ``MAX_BODY_BYTES``, 64 MiB at least,
+        within ``BODY_TIMEOUT``) before its 413 is sent: True when it all came, so the
+        client reads the 413 and the connection may stay open; False when the server closes
+        it (a body declared larger than that is not read at all)."""
+        settings = self.engine.settings
+        most = max(4 * settings.max_body_bytes, DRAIN_MIN)
+        length = header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > most:
+            return False
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + settings.body_timeout
+        return await discard_body(receive, most, deadline)
+
+    async def request_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole request body, as the edge's routes read it (413 past ``MAX_BODY_BYTES``,
+        408 past ``BODY_TIMEOUT``): for the routes of other modules (``/v1/stream/``)."""
+        return await self._body(scope, receive)
 
     @staticmethod
     def _token(scope: Scope) -> str:
@@ -244,10 +324,14 @@ class Edge:
         """``POST /sessions/{id}/regenerate``: the last answer again, as ``POST /chat`` (202
         with the stream) or, with ``?stream=true``, as ``POST /chat/stream`` (the stream)."""
         await self._body(scope, receive)  # any body is ignored
-        raw = query(scope).get("stream", "false") if scope.get("query_string") else "false"
+        given = parse_qs((scope.get("query_string") or b"").decode("latin-1"), keep_blank_values=True)
+        values = given.get("stream", ["false"])
+        if len(values) > 1:
+            raise codes.Refused(codes.INVALID_REQUEST, "query parameter 'stream' is given more than once")
+        raw = values[0]
         if raw not in ("true", "false", "1", "0"):
             raise codes.Refused(
-                codes.INVALID_REQUEST, f"query parameter 'stream' must be true or false, not {raw[:40]!r}"
+                codes.INVALID_REQUEST, f"query parameter 'stream' must be true or false, not {shown(raw)}"
             )
         client: Client = scope[CLIENT]
         streaming = raw in ("true", "1")
@@ -272,6 +356,8 @@ class Edge:
         session = await engine.store.get_session(session_id)
         if session is None or not scope[CALLER].sees(session.owner):
             raise codes.SessionNotFound(session_id)
+        if after is not None and (problem := await engine.sessions.check(session_id, after)) is not None:
+            raise codes.Refused(codes.INVALID_LAST_EVENT_ID, problem)
         if scope["method"] == "HEAD":
             headers = SSE_HEADERS + self.cors.headers(scope)
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -292,8 +378,12 @@ class Edge:
             raw = query(scope).get("last_event_id")
         try:
             return parse_last_event_id(raw)
-        except ValueError as exc:
-            raise codes.Refused(codes.INVALID_LAST_EVENT_ID, f"malformed Last-Event-ID: {exc}") from None
+        except ValueError:
+            assert raw is not None
+            raise codes.Refused(
+                codes.INVALID_LAST_EVENT_ID,
+                f"malformed Last-Event-ID: not an event id of this server: {shown(raw.strip())}",
+            ) from None
 
     async def stream_events(self, scope: Scope, receive: Receive, send: Send, params: dict[str, str]) -> None:
         """``GET /streams/{id}/events``: replay after ``Last-Event-ID``, then live; 204 when
@@ -336,16 +426,9 @@ class Edge:
         """
         task = asyncio.current_task()
         assert task is not None
-        gone = False
-
-        def disconnected(_: object) -> None:
-            nonlocal gone
-            gone = True
-            task.cancel()
-
         # After the request body, the next ASGI message can only be the disconnect.
-        watcher = asyncio.ensure_future(receive())
-        watcher.add_done_callback(disconnected)
+        gone = _Disconnect(task)
+        watcher = watch_receive(receive, gone)
         headers = SSE_HEADERS + self.cors.headers(scope) if self.cors.enabled else SSE_HEADERS
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -357,12 +440,36 @@ class Edge:
                 await self.engine.stream(scope.get(RAW_SEND, send), info, after)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not gone:
+            if not gone.happened:
                 raise
         finally:
             slot.release()
-            watcher.remove_done_callback(disconnected)
+            gone.task = None
             watcher.cancel()
+
+
+def shown(value: str) -> str:
+    """A value a client sent (a header decoded as Latin-1, as ASGI gives it; a query
+    parameter), quoted for an error message: at most 40 characters, everything outside
+    printable ASCII escaped (``'\\xef\\xbc\\x91'``: the bytes a header carried)."""
+    return ascii(value[:40])
+
+
+class _Disconnect:
+    """Cancels a response's task when its client goes away (one small object per response,
+    called by :func:`~quart_sse.engine.transport.watch_receive`); ``happened`` tells the
+    task's ``CancelledError`` from a disconnect apart from any other."""
+
+    __slots__ = ("happened", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task: asyncio.Task[Any] | None = task
+        self.happened = False
+
+    def __call__(self, watch: asyncio.Future[Any]) -> None:
+        if self.task is not None and not watch.cancelled():
+            self.happened = True
+            self.task.cancel()
 
 
 Edge.ROUTES = (

@@ -11,11 +11,24 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from quart_sse.models import Caller
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+
+CLIENT = "quart_sse.client"
+"""The scope key under which the edge leaves the request's :class:`~quart_sse.http.limits.Client`."""
+CALLER = "quart_sse.caller"
+"""The scope key under which the edge leaves who the request acts for (:class:`~quart_sse.models.Caller`)."""
+
+
+def caller(scope: Mapping[str, Any]) -> Caller:
+    """Who the request acts for, as the edge named it (its ``_admit``, before any route)."""
+    found: Caller = scope[CALLER]
+    return found
 
 
 def header(scope: Mapping[str, Any], name: bytes) -> str | None:

@@ -46,12 +46,28 @@ class DurableMeta:
     closed_by: list[Any] | None = None  # [producer_id, epoch, seq] of the close
     stream_seq: str | None = None
     producers: dict[str, list[float]] = field(default_factory=dict)  # id -> [epoch, seq, updated]
+    size: int = 0  # bytes of its own records (DURABLE_MAX_STREAM_BYTES)
+    quota: str = ""  # whose count it is under DURABLE_MAX_STREAMS_PER_OWNER (a client key)
+
+    def expiry(self) -> float | None:
+        """When it expires (Unix seconds): its ``Stream-Expires-At``, or ``ttl`` seconds after
+        it was last read or written, whichever is first; None when it never does."""
+        sliding = None if self.ttl is None else self.accessed + self.ttl
+        ends = [t for t in (self.expires_ts, sliding) if t is not None]
+        return min(ends) if ends else None
 
     def expired(self, now: float) -> bool:
         """Past its ``Stream-Expires-At``, or ``ttl`` seconds since it was last read or written."""
-        if self.expires_ts is not None and now >= self.expires_ts:
-            return True
-        return self.ttl is not None and now >= self.accessed + self.ttl
+        ends = self.expiry()
+        return ends is not None and now >= ends
+
+    def held_until(self) -> float | None:
+        """Until when a store must keep it (Unix seconds), None: until it is deleted.  A
+        stream that forks read through (or that is deleted but still read through) stays
+        until its last fork goes, whatever its own expiry."""
+        if self.refs > 0 or self.soft_deleted:
+            return None
+        return self.expiry()
 
     def dumps(self) -> str:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
@@ -101,6 +117,14 @@ class DurableStore(Protocol):
     async def wait(self, path: str, tail: int, block: float) -> None:
         """Return when the stream's tail passes ``tail``, it closes or goes, or after
         ``block`` seconds, whichever is first."""
+
+    async def count(self, quota: str, now: float) -> tuple[int, int]:
+        """How many streams (not expired at ``now``) the store holds under ``quota``, and in
+        all (for DURABLE_MAX_STREAMS_PER_OWNER and DURABLE_MAX_STREAMS)."""
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        """Paths of up to ``limit`` streams whose expiry has passed at ``now`` (for the
+        sweep, which expires each through :meth:`update`)."""
 
     def debug_counts(self) -> dict[str, int]:
         """Figures for the leak checks (streams held, readers waiting)."""

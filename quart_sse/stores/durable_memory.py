@@ -2,6 +2,8 @@
 
 Every change runs with no ``await`` inside, so it is atomic against every other request
 of the process; a waiting reader is a future woken by the next change of its stream.
+Expired streams are found by :meth:`MemoryDurableStore.due` (a scan, for the engine's
+periodic sweep) and streams are counted per quota as they come and go.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class MemoryDurableStore:
         self._meta: dict[str, DurableMeta] = {}
         self._log: dict[str, list[bytes]] = {}
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self._quotas: dict[str, int] = {}  # quota -> streams held under it
+        self._bytes = 0  # of every stream's records
 
     async def connect(self) -> None:
         return None
@@ -42,6 +46,11 @@ class MemoryDurableStore:
         done = change(copy.deepcopy(current) if current is not None else None, time.time())
         if done.keep:
             return done.result
+        if current is not None and (done.meta is None or done.meta.uid != current.uid):
+            self._count(current.quota, -1)
+        if done.meta is not None and (current is None or done.meta.uid != current.uid):
+            self._count(done.meta.quota, 1)
+        self._bytes += (done.meta.size if done.meta is not None else 0) - (current.size if current else 0)
         if done.meta is None:
             self._meta.pop(path, None)
             self._log.pop(path, None)
@@ -77,6 +86,25 @@ class MemoryDurableStore:
             if not waiters:
                 self._waiting.pop(path, None)
 
+    def _count(self, quota: str, step: int) -> None:
+        held = self._quotas.get(quota, 0) + step
+        if held > 0:
+            self._quotas[quota] = held
+        else:
+            self._quotas.pop(quota, None)
+
+    async def count(self, quota: str, now: float) -> tuple[int, int]:
+        return self._quotas.get(quota, 0), len(self._meta)
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        found: list[str] = []
+        for path, meta in self._meta.items():
+            if not meta.soft_deleted and meta.expired(now):
+                found.append(path)
+                if len(found) >= limit:
+                    break
+        return found
+
     def _wake(self, path: str) -> None:
         for waiter in self._waiting.get(path, ()):
             if not waiter.done():
@@ -85,5 +113,6 @@ class MemoryDurableStore:
     def debug_counts(self) -> dict[str, int]:
         return {
             "durable_streams": len(self._meta),
+            "durable_bytes": self._bytes,
             "durable_waiting": sum(len(w) for w in self._waiting.values()),
         }

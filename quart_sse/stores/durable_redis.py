@@ -8,6 +8,15 @@ another instance changed the stream in between): the protocol's decisions are wr
 once (:mod:`quart_sse.engine.durable`), for memory and Redis alike.  Each change publishes
 on ``qs:ds:{tag}:n``; a waiting reader is woken by this instance's one subscription.
 
+Expiry: both keys carry the stream's expiry (``PEXPIREAT``, set again by every change,
+so a sliding ``Stream-TTL`` moves with each read and write), except while forks read
+through the stream (kept until the last goes) and, for a fork, an hour later than its own
+expiry, so that the engine's sweep expires it first and its source's count of forks goes
+down.  Two sorted sets, scored by expiry (``+inf``: none), index the streams for the
+sweep and the caps: ``qs:ds:index`` (all) and ``qs:ds:q:{quota}`` (one owner's); they are
+written after each change, outside its transaction (they span slots), and entries whose
+keys went by their TTL are dropped when met.
+
 Why not a Lua script per operation: the checks (producers, epochs, closure, forks) would be
 written twice, in Python for memory and in Lua here; a stream's writes are rare enough
 next to its reads that an optimistic transaction costs nothing that matters.
@@ -19,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from typing import Any
 
@@ -32,6 +42,23 @@ from quart_sse.stores.durable_base import Change, DurableMeta, T
 log = logging.getLogger("quart_sse.stores.durable")
 
 UNREACHABLE = "the store (Redis) is unreachable; try again shortly"
+INDEX = "qs:ds:index"
+FORK_GRACE = 3600.0
+"""Seconds a fork's keys outlive its expiry, for the sweep to expire it (and release its source)."""
+
+
+def _quota_key(quota: str) -> str:
+    return f"qs:ds:q:{quota}"
+
+
+def _member(path: str) -> bytes:
+    return path.encode("utf-8", "surrogatepass")
+
+
+def _score(meta: DurableMeta) -> float:
+    """A stream's place in the indexes: when the sweep should expire it (``inf``: never)."""
+    ends = None if meta.soft_deleted else meta.expiry()
+    return math.inf if ends is None else ends
 
 
 def _keys(path: str) -> tuple[str, str, str]:
@@ -113,13 +140,65 @@ class RedisDurableStore:
                             pipe.set(meta_key, done.meta.dumps())
                             if done.records:
                                 pipe.rpush(log_key, *done.records)
+                            until = done.meta.held_until()
+                            if until is None:
+                                pipe.persist(log_key)
+                            else:
+                                at = int((until + (FORK_GRACE if done.meta.forked_from else 0)) * 1000)
+                                pipe.pexpireat(meta_key, at)
+                                pipe.pexpireat(log_key, at)
                         pipe.publish(channel, b"1")
                         await pipe.execute()
-                        return done.result
+                        break
                     except WatchError:
                         continue
+            await self._index(path, current, done.meta)
         except RedisError as exc:
             raise StoreUnavailable(UNREACHABLE) from exc
+        return done.result
+
+    async def _index(self, path: str, current: DurableMeta | None, meta: DurableMeta | None) -> None:
+        """The stream's entries in the indexes, after a change (not atomic with it: the
+        indexes span slots; an entry left behind is dropped when met)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if current is not None and (meta is None or current.quota != meta.quota):
+                pipe.zrem(_quota_key(current.quota), _member(path))
+            if meta is None:
+                pipe.zrem(INDEX, _member(path))
+            else:
+                score = _score(meta)
+                pipe.zadd(INDEX, {_member(path): score})
+                pipe.zadd(_quota_key(meta.quota), {_member(path): score})
+            await pipe.execute()
+
+    async def count(self, quota: str, now: float) -> tuple[int, int]:
+        key = _quota_key(quota)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(key, "-inf", now)
+                pipe.zcount(key, f"({now}", "+inf")
+                pipe.zcount(INDEX, f"({now}", "+inf")
+                _, mine, everyone = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(UNREACHABLE) from exc
+        return int(mine), int(everyone)
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        try:
+            found = await self.redis.zrangebyscore(INDEX, "-inf", now, start=0, num=limit)
+            paths = [p.decode("utf-8", "surrogatepass") if isinstance(p, bytes) else str(p) for p in found]
+            if not paths:
+                return []
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for path in paths:
+                    pipe.exists(_keys(path)[0])
+                held = await pipe.execute()
+            gone = [path for path, exists in zip(paths, held, strict=True) if not exists]
+            if gone:  # went by their keys' TTL: nothing to expire, only the entry to drop
+                await self.redis.zrem(INDEX, *map(_member, gone))
+        except RedisError as exc:
+            raise StoreUnavailable(UNREACHABLE) from exc
+        return [path for path, exists in zip(paths, held, strict=True) if exists]
 
     async def records(self, path: str, first: int, last: int) -> list[bytes]:
         meta = await self.get(path)

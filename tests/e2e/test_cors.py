@@ -26,6 +26,17 @@ PREFLIGHTS = [
     ("GET", "/sessions/abc", "authorization"),
     ("DELETE", "/sessions/abc", "authorization"),
 ]
+# Durable Streams (/v1/stream/): its methods and every request header of the protocol.  Its
+# OPTIONS lists them even with CORS_ORIGINS unset (the conformance suite asks for it), and
+# without Access-Control-Allow-Origin that grants a page nothing.
+DURABLE_PREFLIGHTS = [
+    ("PUT", "/v1/stream/a/b", "content-type, stream-ttl, stream-expires-at, stream-closed"),
+    ("PUT", "/v1/stream/fork", "stream-forked-from, stream-fork-offset, stream-fork-sub-offset"),
+    ("POST", "/v1/stream/a/b", "content-type, stream-seq, producer-id, producer-epoch, producer-seq"),
+    ("HEAD", "/v1/stream/a/b", "authorization"),
+    ("GET", "/v1/stream/a/b", "if-none-match"),
+    ("DELETE", "/v1/stream/a/b", "authorization"),
+]
 
 
 def preflight_headers(method: str, headers: str, origin: str = ORIGIN) -> dict[str, str]:
@@ -36,7 +47,7 @@ def preflight_headers(method: str, headers: str, origin: str = ORIGIN) -> dict[s
     }
 
 
-@pytest.mark.parametrize(("method", "path", "headers"), PREFLIGHTS)
+@pytest.mark.parametrize(("method", "path", "headers"), PREFLIGHTS + DURABLE_PREFLIGHTS)
 async def test_preflights_from_an_allowed_origin(start_server, http, method, path, headers):
     server = start_server(CORS_ORIGINS=f"{ORIGIN}, http://other.example")
     async with http.options(server.url + path, headers=preflight_headers(method, headers)) as r:
@@ -200,3 +211,18 @@ async def test_a_page_on_another_origin_is_refused(start_server, http, page_orig
         heard = await page.evaluate("([url]) => listen(url)", [server.url + accepted["events_url"]])
         assert heard == {"events": 0, "complete": False}
         assert any("CORS" in line for line in watch.console_errors), watch.console_errors
+
+
+async def test_durable_stream_answers_expose_the_protocol_headers(start_server, http):
+    """A page on an allowed origin can read Stream-Next-Offset and the rest of the protocol's
+    answer headers, on a write and on a read."""
+    server = start_server(CORS_ORIGINS=ORIGIN)
+    origin = {"Origin": ORIGIN, "Content-Type": "text/plain"}
+    for method, params in (("PUT", {}), ("POST", {}), ("GET", {"offset": "-1"})):
+        async with http.request(
+            method, f"{server.url}/v1/stream/exposed", headers=origin, data=b"hi", params=params
+        ) as r:
+            assert r.status < 300, await r.text()
+            assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
+            exposed = {h.strip().lower() for h in r.headers["Access-Control-Expose-Headers"].split(",")}
+            assert {"stream-next-offset", "stream-closed", "etag", "producer-epoch"} <= exposed

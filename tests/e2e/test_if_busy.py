@@ -117,3 +117,37 @@ async def test_a_queued_message_can_be_cancelled(pair, http):
         assert (await read_stream(r)).last["type"] == "complete"
     session = await get_json(http, f"{a.url}/sessions/{first['session_id']}")
     assert [m["content"] for m in session["messages"] if m["role"] == "user"] == ["the first"]
+
+
+async def test_a_queued_message_shows_on_the_session_stream_when_accepted(pair, http):
+    # Other tabs see the message waiting at once (user_message, queued), then its answer
+    # when it starts; ids increase strictly in the order they come, across a resume.
+    a, b = pair
+    status, first = await _post(http, a.url, message="the first")
+    session_id = first["session_id"]
+    turn = 1_000_000_000
+    async with http.get(f"{b.url}/sessions/{session_id}/events") as feed:
+        head = await read_stream(feed, until=lambda d: d.get("chunk_number") == 2)
+        status, queued = await _post(
+            http, b.url, message="the second", session_id=session_id, if_busy="enqueue"
+        )
+        assert status == 202
+        notice = await read_stream(feed, until=lambda d: d["type"] == "user_message")
+    waiting = notice.data[-1]
+    assert waiting == {**waiting, "queued": True, "turn": 2, "stream_id": queued["stream_id"]}
+    assert "complete" not in [d["type"] for d in notice.data], "shown before the first answer ends"
+    # Resume after the notice: the rest of the first answer, then the second's (no second
+    # user_message), every id above the one before.
+    headers = {"Last-Event-ID": notice.events[-1].id}
+    async with http.get(f"{a.url}/sessions/{session_id}/events", headers=headers) as feed:
+        rest = await read_stream(
+            feed, until=lambda d: d["type"] == "complete" and d["stream_id"] != first["stream_id"]
+        )
+    ids = head.ids + notice.ids + rest.ids
+    assert ids == sorted(set(ids))
+    split = next(i for i, d in enumerate(rest.data) if d["type"] == "complete") + 1
+    one, two = rest.data[:split], rest.data[split:]
+    assert {d["stream_id"] for d in one} == {first["stream_id"]}
+    assert [d["type"] for d in two][:2] == ["session_info", "status"], "no second user_message"
+    assert {d["stream_id"] for d in two} == {queued["stream_id"]}
+    assert [i // turn for i in rest.ids[split:]] == [2] * len(two)

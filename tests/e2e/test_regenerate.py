@@ -49,8 +49,9 @@ async def test_regenerate_is_refused_while_generating_and_without_a_message(pair
         assert r.status == 400 and (await r.json())["error"]["code"] == "nothing_to_regenerate"
     async with http.post(f"{b.url}/sessions/nope/regenerate") as r:
         assert r.status == 404 and (await r.json())["error"]["code"] == "session_not_found"
-    async with http.post(f"{a.url}/sessions/{session_id}/regenerate?stream=maybe") as r:
-        assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_request"
+    for query in ("stream=maybe", "stream=", "stream", "stream=true&stream=false", "stream=true&stream=true"):
+        async with http.post(f"{a.url}/sessions/{session_id}/regenerate?{query}") as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_request", query
     async with http.post(f"{a.url}/chat", json={"message": "slow", "session_id": session_id}) as r:
         accepted = await r.json()
     async with http.post(f"{b.url}/sessions/{session_id}/regenerate") as r:

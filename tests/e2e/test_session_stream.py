@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
-from tests.support.redis_cluster import CLUSTER_PARAM, redis_for
+from tests.support.redis_cluster import CLUSTER_PARAM, _ask, redis_for
 from tests.support.sse_client import Stream, get_json, read_stream
 
 TURN = 1_000_000_000
@@ -74,6 +75,90 @@ async def test_two_turns_from_any_client_reach_a_reader_elsewhere_in_order(pair,
     assert [i // TURN for i in ids] == [1] * 12 + [2] * 12
     session = await get_json(http, f"{a.url}/sessions/{session_id}")
     assert [m["content"] for m in session["messages"] if m["role"] == "model"] == [one.text, two.text]
+
+
+async def _engine(http, url, check):
+    """/stats's engine figures once ``check`` holds; asks again (each round trip an event,
+    not a sleep), a bounded number of times."""
+    for _ in range(2000):
+        async with http.get(f"{url}/stats") as r:
+            counts = (await r.json())["engine"]
+        if check(counts):
+            return counts
+    raise AssertionError(f"never held: {counts}")
+
+
+def _redis_clients(ports):
+    """(connected clients, clients blocked in a command such as XREAD BLOCK) on every node."""
+    connected = blocked = 0
+    for port in ports:
+        info = _ask(port, "INFO", "clients").decode()
+        figures = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        connected += int(figures["connected_clients"]) - 1  # not this connection
+        blocked += int(figures["blocked_clients"])
+    return connected, blocked
+
+
+async def _readers_round(http, a, b, session_id, count):
+    """``count`` session streams on B, a turn sent to A and read to its end by each, then
+    every connection closed; B's figures once its readers are gone."""
+    url = f"{b.url}/sessions/{session_id}/events"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as many:
+        feeds = [await many.get(url) for _ in range(count)]
+        await asyncio.gather(*(f.content.readuntil(b"\n\n") for f in feeds))  # each open
+        await _chat(http, a.url, session_id, "for everyone")
+        turns = await asyncio.gather(*(read_stream(f, until=_final) for f in feeds))
+        assert {t.last["type"] for t in turns} == {"complete"}
+        for feed in feeds:
+            feed.close()
+    return await _engine(http, b.url, lambda c: c["readers"] == 0 and c["session_readers"] == 0)
+
+
+async def _redis_settled(http, b, ports, most):
+    """Redis's (connected, blocked) clients once none is blocked and at most ``most`` are
+    connected, or as they are after a bounded number of looks (each a round trip to B and to
+    Redis).  A wait a disconnect cut may go on in Redis for up to its block (a heartbeat)
+    when redis-py swallowed its cancel; then it ends."""
+    for _ in range(5000):
+        found = _redis_clients(ports)
+        if found[1] == 0 and found[0] <= most:
+            break
+        await _engine(http, b.url, lambda c: True)
+    return found
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis), CLUSTER_PARAM])
+async def test_many_readers_closed_after_a_turn_leave_nothing_behind(request, store, start_server, http):
+    # Readers on B cut while they wait in the store (XREAD BLOCK on Redis) must end at once:
+    # redis-py can swallow the cancel of a disconnect, and a write to a closed response
+    # "succeeds", so a reader that lost its cancel would read the session forever.
+    env = {"SIM_CHUNK_DELAY_MS": "20", "SIM_RESPONSE_CHUNKS": "8", "HEARTBEAT_INTERVAL": "1"}
+    ports: list[int] = []
+    if store == "memory":
+        a = b = start_server(**env)
+    else:
+        redis_server = redis_for(request, store)
+        ports = [node.port for node in getattr(redis_server, "nodes", [redis_server])]
+        a, b = (
+            start_server(**env, REDIS_URL=redis_server.url),
+            start_server(**env, REDIS_URL=redis_server.url),
+        )
+    session_id = await _session(http, a.url)
+    # (Under 256 on a cluster: its client's pool makes no more connections to one node.)
+    count = 200 if store == "redis_cluster" else 300
+    # A first round fills the Redis clients' pools (their idle connections stay, for reuse).
+    await _readers_round(http, a, b, session_id, count)
+    baseline = (await _redis_settled(http, b, ports, 0))[0]
+    counts = await _readers_round(http, a, b, session_id, count)
+    assert counts["waiting_readers"] == 0 and counts["heartbeat_members"] == 0
+    if ports:
+        connected, blocked = await _redis_settled(http, b, ports, baseline)
+        # (The total of connected clients is no measure: redis-py's pools keep their idle
+        # connections for reuse, more or fewer after each burst.)
+        assert blocked == 0, f"no XREAD BLOCK left for readers that went ({connected} connected)"
+        # Nothing reads for them any more: B's figures stay at zero.
+        again = await _engine(http, b.url, lambda c: True)
+        assert again["readers"] == 0 and again["session_readers"] == 0
 
 
 async def test_a_reader_without_an_id_starts_with_the_turn_being_generated(pair, http):
@@ -220,3 +305,81 @@ async def test_a_browser_follows_a_session_with_its_key_in_the_query(start_serve
     # Other routes do not take the key from the query.
     async with http.get(f"{server.url}/sessions/{session_id}", params={"access_token": "key-a"}) as r:
         assert r.status == 401
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis), CLUSTER_PARAM])
+async def test_after_a_reset_elsewhere_the_running_turn_follows_live(request, store, start_server, http):
+    # Turn 1 expires; turn 2 runs on A; B resumes from turn 1: one reset, then turn 2 from
+    # its user_message (not the turn after it).
+    env = {"STREAM_RETENTION": "1", "SIM_CHUNK_DELAY_MS": "40", "SIM_RESPONSE_CHUNKS": "30"}
+    if store == "memory":
+        a = b = start_server(**env)
+    else:
+        env["REDIS_URL"] = redis_for(request, store).url
+        a, b = start_server(**env), start_server(**env)
+    session_id = await _session(http, a.url)
+    async with http.get(f"{a.url}/sessions/{session_id}/events") as feed:
+        first = await _chat(http, a.url, session_id, "soon forgotten")
+        head = await read_stream(feed, until=_final)
+    for _ in range(600):  # until turn 1's stream has expired (a request per round)
+        async with http.get(f"{b.url}{first['events_url']}") as r:
+            if r.status == 404:
+                break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the stream never expired")
+    second = await _chat(http, a.url, session_id, "running now")
+    headers = {"Last-Event-ID": head.events[-1].id}
+    async with http.get(f"{b.url}/sessions/{session_id}/events", headers=headers) as feed:
+        got = await read_stream(feed, until=_final)
+    assert [d["type"] for d in got.data][:2] == ["reset", "user_message"]
+    assert got.data[1]["turn"] == 2 and got.data[1]["stream_id"] == second["stream_id"]
+    assert got.last["type"] == "complete" and got.last["stream_id"] == second["stream_id"]
+    assert [i % TURN for i in got.ids] == list(range(0, 34))
+
+
+async def test_a_resume_from_zero_after_expiry_gets_the_reset_before_anything(start_server, http):
+    server = start_server(STREAM_RETENTION="1", SIM_CHUNK_DELAY_MS="1", SIM_RESPONSE_CHUNKS="3")
+    session_id = await _session(http, server.url)
+    first = await _chat(http, server.url, session_id, "gone soon")
+    for _ in range(600):
+        async with http.get(f"{server.url}{first['events_url']}") as r:
+            if r.status == 404:
+                break
+        await asyncio.sleep(0.02)
+    async with http.get(f"{server.url}/sessions/{session_id}/events", headers={"Last-Event-ID": "0"}) as feed:
+        got = await read_stream(feed, until=lambda d: True)
+    assert [d["type"] for d in got.data] == ["reset"]
+
+
+async def test_an_id_past_the_sessions_last_event_is_refused(pair, http):
+    # Ids are never reused (a clear keeps counting): an id past the last event was never
+    # sent, so it is the client's error, said at once (a reset would hide it).
+    a, b = pair
+    session_id = await _session(http, a.url)
+    for _ in range(3):
+        accepted = await _chat(http, a.url, session_id, "one more")
+        async with http.get(a.url + accepted["events_url"]) as r:
+            await read_stream(r)
+    url = f"{b.url}/sessions/{session_id}/events"
+    for bad in ("5000000005", "999999999999999999", str(3 * TURN + 500), str(3 * TURN + TURN // 2)):
+        async with http.get(url, headers={"Last-Event-ID": bad}) as r:
+            body = await r.json()
+            assert r.status == 400 and body["error"]["code"] == "invalid_last_event_id", (bad, body)
+            assert bad in body["error"]["message"]
+    # The session's last event is a place to resume from: nothing follows yet.
+    async with http.get(url, headers={"Last-Event-ID": str(3 * TURN + 11)}) as feed:
+        assert feed.status == 200
+        await _chat(http, a.url, session_id, "the next")
+        rest = await read_stream(feed, until=_final)
+    assert rest.data[0]["turn"] == 4 and [i // TURN for i in rest.ids] == [4] * 12
+
+
+async def test_a_header_it_cannot_read_is_echoed_byte_for_byte(server, http):
+    session_id = await _session(http, server.url)
+    for path in (f"/sessions/{session_id}/events", "/streams/nope/events"):
+        # Fullwidth "10": aiohttp sends it in UTF-8, six bytes the server reads as Latin-1.
+        async with http.get(server.url + path, headers={"Last-Event-ID": "\uff11\uff10"}) as r:
+            body = await r.json()
+        assert r.status == 400 and body["error"]["code"] == "invalid_last_event_id"
+        assert body["error"]["message"].endswith("'\\xef\\xbc\\x91\\xef\\xbc\\x90'"), body

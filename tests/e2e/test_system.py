@@ -222,3 +222,28 @@ async def test_metrics_export_each_figure_once_with_a_help_text_of_its_own(serve
     names = {name for name, _ in helps}
     assert {"quart_sse_streams_active", "quart_sse_stream_responses_open"} <= names
     assert not {"quart_sse_readers", "quart_sse_generations"} & names  # the same figures, removed
+
+
+async def test_openapi_describes_the_durable_streams(server, http):
+    """/v1/stream/{path} with its five methods and their refusals; durable_url where a chat
+    answer says where to read it."""
+    async with http.get(f"{server.url}/openapi.json") as r:
+        spec = await r.json()
+    durable = spec["paths"]["/v1/stream/{path}"]
+    assert set(durable) == {"put", "post", "get", "head", "delete"}
+    assert all(op["tags"] == ["durable"] for op in durable.values())
+    for method, status, code in (
+        ("put", "409", "stream_exists"),
+        ("put", "413", "stream_too_large"),
+        ("put", "429", "too_many_durable_streams"),
+        ("put", "507", "durable_store_full"),
+        ("post", "403", "producer_stale_epoch"),
+        ("post", "409", "producer_sequence_gap"),
+        ("post", "409", "stream_closed"),
+        ("post", "429", "rate_limited"),
+        ("get", "410", "stream_gone"),
+    ):
+        assert f"`{code}`" in durable[method]["responses"][status]["description"], (method, status, code)
+    schemas = spec["components"]["schemas"]
+    assert "durable_url" in schemas["ChatAccepted"]["required"]
+    assert "durable_url" in schemas["SessionInfoEvent"]["required"]

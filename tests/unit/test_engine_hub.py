@@ -255,3 +255,30 @@ async def test_only_direct_readers_waiting_without_a_limit_are_watched(hub, read
     await readers.wait("g", Reader(1, direct(FakeSocket()), now()), 3600.0)
     assert hub.watched == set() and hub._handle is None
     assert hub.debug_counts() == {"hub_streams": 1, "waiting_readers": 2, "heartbeat_members": 0}
+
+
+async def test_park_and_unpark_wait_without_a_coroutine_and_leave_nothing(hub):
+    opened(hub, F1)
+    behind = Reader(0, direct(FakeSocket()), now())
+    assert hub.park("g", behind, math.inf) is None  # a frame to read: no wait
+    assert hub.park("elsewhere", behind, math.inf) is None  # not generated here
+    reader = Reader(1, ASGITransport(no_send), now())
+    waiter = hub.park("g", reader, 3600.0)
+    assert reader.waiter is waiter and reader.timer is not None
+    assert waiter is not None
+    assert hub.streams["g"].readers == [reader]
+    hub.deliver([Append("g", [F2], False, 2)])  # not direct: woken, not written to
+    assert waiter.done() and reader.after == 1
+    timer = reader.timer
+    hub.unpark("g", reader)
+    assert reader.waiter is None and reader.timer is None and timer.cancelled()
+    assert hub.streams["g"].readers == [] and hub.debug_counts()["waiting_readers"] == 0
+    pushed = Reader(2, direct(sock := FakeSocket()), now())
+    waiter = hub.park("g", pushed, math.inf)
+    assert waiter is not None and pushed in hub.watched
+    hub.deliver([Append("g", [F3], False, 3)])  # pushed: written, still asleep
+    assert not waiter.done() and pushed.after == 3 and sock.writes == [chunk(F3)]
+    waiter.cancel()  # as a disconnect would
+    hub.unpark("g", pushed)
+    assert hub.debug_counts() == {"hub_streams": 1, "waiting_readers": 0, "heartbeat_members": 0}
+    stop_ticks(hub)

@@ -6,6 +6,7 @@ writer (the framing DirectTransport must match); fake: the ASGI send and the soc
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -24,6 +25,7 @@ from quart_sse.engine.transport import (
     _set_user_timeout,
     direct_support,
     open_transport,
+    watch_receive,
 )
 from tests.support.fake_socket import FakeSocket
 
@@ -192,3 +194,47 @@ def test_the_send_timeout_becomes_the_sockets_user_timeout(seconds, ms):
         _set_user_timeout(FakeSocket(sock=sock), seconds)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == ms
     _set_user_timeout(FakeSocket(), 2.5)  # no socket (a test transport): nothing to set
+
+
+async def test_watch_receive_on_hypercorns_queue_is_a_getter_future_not_a_task():
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(10)
+    seen: list[bool] = []
+    tasks_before = len(asyncio.all_tasks())
+    watch = watch_receive(queue.get, lambda f: seen.append(f.cancelled()))
+    assert type(watch) is not asyncio.Task and len(asyncio.all_tasks()) == tasks_before
+    assert not watch.done() and seen == []
+    await queue.put({"type": "http.disconnect"})  # what Hypercorn puts when the client goes
+    await asyncio.sleep(0)  # done callbacks run on the next turn of the loop
+    assert seen == [False] and queue.qsize() == 1  # the message stays for whoever reads it
+
+
+async def test_watch_receive_sees_a_message_already_queued_and_stops_when_cancelled():
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    queue.put_nowait({"type": "http.disconnect"})
+    seen: list[bool] = []
+    watch_receive(queue.get, lambda f: seen.append(f.cancelled()))
+    await asyncio.sleep(0)
+    assert seen == [False]
+    empty: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    stopped: list[bool] = []
+    watch = watch_receive(empty.get, lambda f: stopped.append(f.cancelled()))
+    watch.cancel()
+    await empty.put({"type": "http.disconnect"})  # wakes no one: the cancelled getter is skipped
+    await asyncio.sleep(0)
+    assert stopped == [True] and await empty.get() == {"type": "http.disconnect"}
+
+
+async def test_watch_receive_of_another_server_awaits_receive_in_a_task():
+    arrived = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await arrived.wait()
+        return {"type": "http.disconnect"}
+
+    seen: list[bool] = []
+    watch = watch_receive(receive, lambda f: seen.append(f.cancelled()))
+    assert type(watch) is asyncio.Task
+    arrived.set()
+    await watch
+    await asyncio.sleep(0)
+    assert seen == [False]

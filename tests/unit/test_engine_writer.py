@@ -263,3 +263,17 @@ async def test_the_running_writer_flushes_by_itself_and_aclose_flushes_the_rest(
     await env.writer.aclose()  # stops the task, then flushes what is queued
     assert await env.store.read("g", 0) == Tail([F1, F2], False)
     assert env.writer._task is None
+
+
+async def test_offer_queues_without_a_coroutine_until_the_channel_is_full(env):
+    channel = await env.begin("g", maxsize=2)
+    assert channel.offer(F1, "") and channel.offer(F2, "Hel")
+    assert channel.frames == [F1, F2] and channel.text == "Hel"
+    assert env.writer._dirty == [channel]  # marked once
+    assert channel.offer(F3, "lo") is False  # full: nothing done, the caller awaits put
+    assert channel.frames == [F1, F2] and channel.text == "Hel"
+    await env.writer.flush()
+    assert channel.offer(F3, "lo") and env.writer._dirty == [channel]
+    await env.writer.flush()
+    batches = [(b.first, b.frames, b.text) for [b] in env.store.batches]
+    assert batches == [(1, [F1, F2], "Hel"), (3, [F3], "lo")]

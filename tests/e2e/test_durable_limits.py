@@ -1,0 +1,298 @@
+"""What a client may cost the server through /v1/stream/: bytes per stream, streams per
+owner and in all, appends under RATE_LIMIT, expiry that frees memory and Redis keys, and
+bodies past MAX_BODY_BYTES read and dropped before their 413 (the real server, a real
+redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from tests.support.server import ServerProcess
+
+STORES = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+TEXT = {"Content-Type": "text/plain"}
+
+
+@pytest.fixture(name="launch")
+def _launch(
+    request: pytest.FixtureRequest, start_server: Callable[..., ServerProcess]
+) -> Callable[..., ServerProcess]:
+    """``launch(**env)``: the server on the test's store (its ``store`` parameter)."""
+    store = request.node.callspec.params.get("store", "memory")
+
+    def launch(**env: str) -> ServerProcess:
+        if store == "redis":
+            env["REDIS_URL"] = request.getfixturevalue("redis_server").url
+        return start_server(**env)
+
+    return launch
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, rounds: int = 500) -> None:
+    """Ask until ``check()`` holds: each round is a request (bounded, ~10 s)."""
+    for _ in range(rounds):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never: {what}")
+
+
+async def _error(response: aiohttp.ClientResponse) -> str:
+    body = await response.json()
+    assert set(body["error"]) == {"code", "message"} and body["error"]["message"]
+    code: str = body["error"]["code"]
+    return code
+
+
+async def _engine(http: aiohttp.ClientSession, server: ServerProcess) -> dict[str, Any]:
+    async with http.get(f"{server.url}/stats") as response:
+        figures: dict[str, Any] = (await response.json())["engine"]
+    return figures
+
+
+# Bytes per stream ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_an_append_past_the_stream_bytes_is_413_and_adds_nothing(launch, http, store):
+    server = launch(DURABLE_MAX_STREAM_BYTES="100")
+    url = f"{server.url}/v1/stream/capped"
+    async with http.put(url, headers=TEXT, data=b"a" * 40) as response:
+        assert response.status == 201
+    async with http.post(url, headers=TEXT, data=b"b" * 60) as response:
+        assert response.status == 204  # exactly 100 bytes: allowed
+    async with http.post(url, headers=TEXT, data=b"c") as response:
+        assert response.status == 413
+        assert await _error(response) == "stream_too_large"
+    async with http.get(url, params={"offset": "-1"}) as response:
+        assert await response.read() == b"a" * 40 + b"b" * 60
+    async with http.put(f"{server.url}/v1/stream/born-too-big", headers=TEXT, data=b"x" * 101) as response:
+        assert response.status == 413
+        assert await _error(response) == "stream_too_large"
+    async with http.head(f"{server.url}/v1/stream/born-too-big") as response:
+        assert response.status == 404  # nothing was created
+
+
+# Streams per owner and in all ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_an_owner_past_its_streams_gets_429_until_it_deletes_one(launch, http, store):
+    server = launch(DURABLE_MAX_STREAMS_PER_OWNER="2", API_KEYS="key-a,key-b")
+    a, b = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
+    for name in ("one", "two"):
+        async with http.put(f"{server.url}/v1/stream/{name}", headers={**a, **TEXT}) as response:
+            assert response.status == 201
+    async with http.put(f"{server.url}/v1/stream/two", headers={**a, **TEXT}) as response:
+        assert response.status == 200  # an idempotent create takes no new place
+    async with http.put(f"{server.url}/v1/stream/three", headers={**a, **TEXT}) as response:
+        assert response.status == 429
+        assert await _error(response) == "too_many_durable_streams"
+    async with http.put(f"{server.url}/v1/stream/b-one", headers={**b, **TEXT}) as response:
+        assert response.status == 201  # another owner has places of its own
+    async with http.delete(f"{server.url}/v1/stream/one", headers=a) as response:
+        assert response.status == 204
+    async with http.put(f"{server.url}/v1/stream/three", headers={**a, **TEXT}) as response:
+        assert response.status == 201
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_a_full_store_answers_507(launch, http, store):
+    server = launch(DURABLE_MAX_STREAMS="2", DURABLE_MAX_STREAMS_PER_OWNER="10")
+    for name in ("one", "two"):
+        async with http.put(f"{server.url}/v1/stream/{name}", headers=TEXT) as response:
+            assert response.status == 201
+    async with http.put(f"{server.url}/v1/stream/three", headers=TEXT) as response:
+        assert response.status == 507
+        assert await _error(response) == "durable_store_full"
+    async with http.delete(f"{server.url}/v1/stream/two") as response:
+        assert response.status == 204
+    async with http.put(f"{server.url}/v1/stream/three", headers=TEXT) as response:
+        assert response.status == 201
+
+
+# RATE_LIMIT -------------------------------------------------------------------------------
+
+
+async def test_writes_count_under_the_rate_limit(start_server, http):
+    """A create and each append count as a chat message does; reads do not."""
+    server = start_server(RATE_LIMIT="3")
+    url = f"{server.url}/v1/stream/limited"
+    async with http.put(url, headers=TEXT) as response:
+        assert response.status == 201
+    for text in (b"1", b"2"):
+        async with http.post(url, headers=TEXT, data=text) as response:
+            assert response.status == 204
+    async with http.post(url, headers=TEXT, data=b"3") as response:
+        assert response.status == 429
+        assert await _error(response) == "rate_limited"
+        assert int(response.headers["Retry-After"]) >= 1
+    async with http.get(url, params={"offset": "-1"}) as response:
+        assert response.status == 200 and await response.read() == b"12"
+
+
+# Expiry frees what the stream held ------------------------------------------------------------
+
+
+async def test_the_memory_store_sweeps_expired_streams_nobody_reads(start_server, http):
+    server = start_server(DURABLE_SWEEP_INTERVAL="0.1")
+    async with http.put(
+        f"{server.url}/v1/stream/short", headers={**TEXT, "Stream-TTL": "1"}, data=b"x" * 1000
+    ) as response:
+        assert response.status == 201
+    async with http.put(f"{server.url}/v1/stream/kept", headers=TEXT, data=b"y" * 10) as response:
+        assert response.status == 201
+    figures = await _engine(http, server)
+    assert (figures["durable_streams"], figures["durable_bytes"]) == (2, 1010)
+
+    async def swept() -> bool:
+        return bool((await _engine(http, server))["durable_streams"] == 1)
+
+    await until(swept, "the expired stream was swept")  # never read again after its create
+    figures = await _engine(http, server)
+    assert figures["durable_bytes"] == 10
+    async with http.head(f"{server.url}/v1/stream/kept") as response:
+        assert response.status == 200
+
+
+def _tag_keys(path: str) -> tuple[str, str]:
+    import hashlib
+
+    tag = hashlib.sha256(path.encode()).hexdigest()[:24]
+    return f"qs:ds:{{{tag}}}:m", f"qs:ds:{{{tag}}}:l"
+
+
+@pytest.mark.redis
+async def test_redis_keys_expire_with_the_stream_and_a_read_renews_them(redis_server, start_server, http):
+    server = start_server(REDIS_URL=redis_server.url, DURABLE_SWEEP_INTERVAL="0.1")
+    redis = Redis.from_url(redis_server.url)
+    try:
+        # Stream-Expires-At: both keys expire at that very millisecond.
+        at = int(time.time()) + 3600
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+        async with http.put(
+            f"{server.url}/v1/stream/fixed", headers={**TEXT, "Stream-Expires-At": stamp}, data=b"abc"
+        ) as response:
+            assert response.status == 201
+        meta_key, log_key = _tag_keys("fixed")
+        assert await redis.pexpiretime(meta_key) == at * 1000
+        assert await redis.pexpiretime(log_key) == at * 1000
+
+        # Stream-TTL slides: each read moves the keys' expiry to its last access plus the TTL.
+        async with http.put(
+            f"{server.url}/v1/stream/sliding", headers={**TEXT, "Stream-TTL": "600"}, data=b"abc"
+        ) as response:
+            assert response.status == 201
+        meta_key, log_key = _tag_keys("sliding")
+        created = json.loads(await redis.get(meta_key) or b"{}")["accessed"]
+        assert await redis.pexpiretime(meta_key) == int((created + 600) * 1000)
+        async with http.get(f"{server.url}/v1/stream/sliding", params={"offset": "-1"}) as response:
+            assert await response.read() == b"abc"
+        accessed = json.loads(await redis.get(meta_key) or b"{}")["accessed"]
+        assert accessed >= created
+        assert await redis.pexpiretime(meta_key) == int((accessed + 600) * 1000)
+        assert await redis.pexpiretime(log_key) == int((accessed + 600) * 1000)
+
+        # A stream with no expiry has keys with none.
+        async with http.put(f"{server.url}/v1/stream/forever", headers=TEXT, data=b"abc") as response:
+            assert response.status == 201
+        assert await redis.pttl(_tag_keys("forever")[0]) == -1
+
+        # Expired and never read again: its keys and its index entries go.
+        async with http.put(
+            f"{server.url}/v1/stream/brief", headers={**TEXT, "Stream-TTL": "1"}, data=b"abc"
+        ) as response:
+            assert response.status == 201
+        brief = _tag_keys("brief")
+
+        async def gone() -> bool:
+            left = await redis.exists(*brief)
+            indexed = await redis.zscore("qs:ds:index", b"brief")
+            return left == 0 and indexed is None
+
+        await until(gone, "the expired stream's keys and index entry went")
+    finally:
+        await redis.aclose()
+
+
+# Bodies past MAX_BODY_BYTES ---------------------------------------------------------------
+
+
+def _raw_request(server: ServerProcess, head: bytes, body: bytes) -> bytes:
+    """Send ``head`` and ``body`` on one connection, then read the whole answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + body)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                raise AssertionError("the server reset the connection") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            answer = b"".join(chunks)
+            if b"\r\n\r\n" in answer:
+                top, _, rest = answer.partition(b"\r\n\r\n")
+                length = [int(v) for k, v in _headers(top) if k == b"content-length"]
+                if length and len(rest) >= length[0]:
+                    return answer
+        return b"".join(chunks)
+
+
+def _headers(top: bytes) -> list[tuple[bytes, bytes]]:
+    lines = top.split(b"\r\n")[1:]
+    return [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(b":") for line in lines)]
+
+
+@pytest.mark.parametrize("path", ["/v1/stream/big", "/chat", "/sessions"])
+async def test_a_body_past_max_body_bytes_is_read_then_refused(start_server, http, path):
+    """Node's fetch and curl send the whole body before reading the answer: the server reads
+    and drops it, then answers 413, on the edge's routes and Quart's alike."""
+    server = start_server(MAX_BODY_BYTES="1024")
+    async with http.put(f"{server.url}/v1/stream/big", headers=TEXT) as response:
+        assert response.status == 201
+    body = b"z" * (12 << 20)
+    for sent in (io.BytesIO(body), _chunks(body)):  # Content-Length, then chunked
+        async with http.post(server.url + path, headers=TEXT, data=sent) as response:
+            assert response.status == 413
+            assert await _error(response) == "body_too_large"
+    answer = await asyncio.to_thread(
+        _raw_request,
+        server,
+        b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+        % (path.encode(), len(body)),
+        body,
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), 65536):
+        yield body[start : start + 65536]
+
+
+async def test_a_body_declared_past_the_drain_bound_is_refused_without_waiting(start_server):
+    """Past 64 MiB (or 4 times MAX_BODY_BYTES) the body is not read: 413 at once, and the
+    connection closed."""
+    server = start_server(MAX_BODY_BYTES="1024")
+    answer = await asyncio.to_thread(
+        _raw_request,
+        server,
+        b"POST /v1/stream/x HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+        % (100 << 20),
+        b"",
+    )
+    top = answer.partition(b"\r\n\r\n")[0]
+    assert top.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert (b"connection", b"close") in _headers(top)
