@@ -33,14 +33,14 @@ def owner_id(key: str, secret: bytes = OWNER_KEY) -> str:
 
 
 def is_stream_read(method: str, path: str) -> bool:
-    """``GET /streams/{id}/events`` and ``GET /sessions/{id}/events``: the stream reads, which
-    may carry their key as ``?access_token=`` (a browser's ``EventSource`` sends no headers)."""
-    return (
-        method in ("GET", "HEAD")
-        and path.startswith(("/streams/", "/sessions/"))
-        and path.endswith("/events")
-        and path.count("/") == 3
-    )
+    """``GET /streams/{id}/events``, ``GET /sessions/{id}/events`` and ``GET /v1/stream/...``:
+    the stream reads, which may carry their key as ``?access_token=`` (a browser's
+    ``EventSource`` sends no headers)."""
+    if method not in ("GET", "HEAD"):
+        return False
+    if path.startswith("/v1/stream/"):  # a Durable Stream read (a chat answer's durable_url too)
+        return True
+    return path.startswith(("/streams/", "/sessions/")) and path.endswith("/events") and path.count("/") == 3
 
 
 def presented_token(method: str, path: str, authorization: str, access_token: str) -> str:

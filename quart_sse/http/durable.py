@@ -206,7 +206,16 @@ def _producer(scope: Scope) -> Producer | None:
         )
     if not pid:
         raise DurableRefused(codes.INVALID_REQUEST, "Producer-Id must not be empty")
+    if len(pid) > MAX_PRODUCER_ID:
+        # A stream remembers each producer: an id is bounded like the path is.
+        raise DurableRefused(
+            codes.INVALID_REQUEST, f"Producer-Id has {len(pid)} characters: at most {MAX_PRODUCER_ID}"
+        )
     return Producer(pid, ds.parse_decimal("Producer-Epoch", epoch), ds.parse_decimal("Producer-Seq", seq))
+
+
+MAX_PRODUCER_ID = 256
+"""Characters of a ``Producer-Id`` at most (400 past it)."""
 
 
 async def _append(edge: Edge, scope: Scope, send: Send, path: str, body: bytes) -> None:
@@ -235,8 +244,8 @@ async def _append(edge: Edge, scope: Scope, send: Send, path: str, body: bytes) 
     await _answer(edge, scope, send, status, headers)
 
 
-async def _head(edge: Edge, scope: Scope, send: Send, path: str) -> None:
-    meta = await _service(edge).meta(path, _sees(scope))
+def head_headers(meta: DurableMeta) -> dict[str, str]:
+    """The headers of a ``HEAD``: the stream's type, tail, closure and whole-stream ``ETag``."""
     headers = {
         "Content-Type": meta.content_type,
         "Stream-Next-Offset": ds.offset(meta.tail),
@@ -245,6 +254,12 @@ async def _head(edge: Edge, scope: Scope, send: Send, path: str) -> None:
     }
     if meta.closed:
         headers["Stream-Closed"] = "true"
+    return headers
+
+
+async def _head(edge: Edge, scope: Scope, send: Send, path: str) -> None:
+    meta = await _service(edge).meta(path, _sees(scope))
+    headers = head_headers(meta)
     if meta.ttl is not None:
         headers["Stream-TTL"] = str(meta.ttl)
     if meta.expires_at is not None:

@@ -14,10 +14,9 @@ import json
 from typing import TYPE_CHECKING
 
 from quart_sse import codes
-from quart_sse.engine import durable as ds
 from quart_sse.engine.durable import Chunk, DurableRefused
 from quart_sse.engine.pump import CLOSED_MESSAGES, final_error
-from quart_sse.http.durable import Source, _answer, _etag, serve_read
+from quart_sse.http.durable import Source, _answer, head_headers, serve_read
 from quart_sse.http.scope import Receive, Scope, Send, caller
 from quart_sse.models import StreamInfo
 from quart_sse.sse import Event, SSEParser
@@ -85,15 +84,7 @@ async def chat_answer(edge: Edge, scope: Scope, receive: Receive, send: Send, st
     source = ChatSource(edge.engine.store, stream_id, scope)
     if method == "HEAD":
         meta = await source.meta()
-        headers = {
-            "Content-Type": meta.content_type,
-            "Stream-Next-Offset": ds.offset(meta.tail),
-            "Cache-Control": "no-store",
-            "ETag": _etag(meta, "-1", meta.tail, meta.closed),
-        }
-        if meta.closed:
-            headers["Stream-Closed"] = "true"
-        return await _answer(edge, scope, send, 200, headers)
+        return await _answer(edge, scope, send, 200, head_headers(meta))
     await serve_read(edge, scope, receive, send, source)
 
 

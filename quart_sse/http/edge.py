@@ -359,16 +359,19 @@ class Edge:
         if after is not None and (problem := await engine.sessions.check(session_id, after)) is not None:
             raise codes.Refused(codes.INVALID_LAST_EVENT_ID, problem)
         if scope["method"] == "HEAD":
-            headers = SSE_HEADERS + self.cors.headers(scope)
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
+            return await self._head(scope, send)
         slot = self.limits.slot(scope[CLIENT])
         slot.acquire()  # 429 past MAX_STREAMS_PER_CLIENT
         raw_send = scope.get(RAW_SEND, send)  # the server's own send: the direct socket path
         await self._respond(
             scope, receive, send, None, 0, slot, lambda: engine.session_stream(raw_send, session_id, after)
         )
+
+    async def _head(self, scope: Scope, send: Send) -> None:
+        """``HEAD`` on a stream read: the answer ``GET`` would give, without its body."""
+        headers = SSE_HEADERS + self.cors.headers(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     @staticmethod
     def _last_event_id(scope: Scope) -> int | None:
@@ -400,11 +403,8 @@ class Edge:
             await send({"type": "http.response.start", "status": 204, "headers": self.cors.headers(scope)})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        if scope["method"] == "HEAD":  # the answer GET would give, without its body
-            headers = SSE_HEADERS + self.cors.headers(scope)
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
+        if scope["method"] == "HEAD":
+            return await self._head(scope, send)
         slot = self.limits.slot(scope[CLIENT])
         slot.acquire()  # 429 past MAX_STREAMS_PER_CLIENT
         await self._respond(scope, receive, send, info, after, slot)

@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, WatchError
 
-from quart_sse.codes import StoreUnavailable
+from quart_sse.codes import DURABLE_ON_CLUSTER, Refused, StoreUnavailable
 from quart_sse.stores.durable_base import Change, DurableMeta, T
 
 log = logging.getLogger("quart_sse.stores.durable")
@@ -79,14 +79,32 @@ class RedisDurableStore:
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self.on_cluster = False
+        """REDIS_URL names a Redis Cluster node: this store's transactions (WATCH, MULTI)
+        cannot run there (redis-py's cluster pipeline has none), so it refuses, 501."""
 
     @property
     def redis(self) -> Redis:
+        if self.on_cluster:
+            raise Refused(
+                DURABLE_ON_CLUSTER,
+                "Durable Streams need one Redis server; REDIS_URL names a Redis Cluster (not supported yet)",
+            )
         if self._redis is None:
             raise StoreUnavailable(UNREACHABLE)
         return self._redis
 
     async def connect(self) -> None:
+        probe = Redis.from_url(self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
+        try:
+            self.on_cluster = bool(int((await probe.info("cluster")).get("cluster_enabled", 0)))
+        except (RedisError, OSError):
+            self.on_cluster = False  # unreachable at start: taken for one server, as before
+        finally:
+            await probe.aclose()
+        if self.on_cluster:
+            log.warning("Durable Streams (/v1/stream/) are off: REDIS_URL names a Redis Cluster")
+            return
         self._redis = Redis.from_url(
             self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
         )

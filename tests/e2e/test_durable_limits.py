@@ -296,3 +296,46 @@ async def test_a_body_declared_past_the_drain_bound_is_refused_without_waiting(s
     top = answer.partition(b"\r\n\r\n")[0]
     assert top.startswith(b"HTTP/1.1 413"), answer[:200]
     assert (b"connection", b"close") in _headers(top)
+
+
+@pytest.mark.redis_cluster
+async def test_on_a_redis_cluster_durable_writes_say_why_and_chat_answers_stay_readable(
+    start_server, redis_cluster, http
+):
+    # The durable store's transactions (WATCH, MULTI) cannot run on a cluster: a clear 501,
+    # not a 503 that says Redis is unreachable; a chat answer's durable_url still reads.
+    server = start_server(REDIS_URL=redis_cluster.url, SIM_CHUNK_DELAY_MS="0", SIM_RESPONSE_CHUNKS="3")
+    async with http.put(f"{server.url}/v1/stream/on-cluster", headers={"Content-Type": "text/plain"}) as r:
+        assert r.status == 501
+        error = (await r.json())["error"]
+        assert error["code"] == "durable_needs_one_redis" and "Redis Cluster" in error["message"]
+    async with http.post(f"{server.url}/chat", json={"message": "durable on a cluster"}) as r:
+        assert r.status == 202
+        accepted = await r.json()
+    async with http.get(f"{server.url}/streams/{accepted['stream_id']}/events") as r:
+        assert r.status == 200
+        await r.read()  # to its end: the answer is complete
+    async with http.get(server.url + accepted["durable_url"], params={"offset": "-1"}) as r:
+        assert r.status == 200, await r.text()
+        records = await r.json()
+    assert [record["type"] for record in records][-1] == "complete"
+
+
+async def test_a_producer_id_is_bounded_and_a_browser_reads_with_its_key_in_the_query(start_server, http):
+    server = start_server(API_KEYS="ka,kb", SIM_CHUNK_DELAY_MS="0", SIM_RESPONSE_CHUNKS="3")
+    a = {"Authorization": "Bearer ka"}
+    url = f"{server.url}/v1/stream/bounded"
+    async with http.put(url, headers={**a, "Content-Type": "text/plain"}) as r:
+        assert r.status == 201
+    producer = {"Producer-Epoch": "0", "Producer-Seq": "0", "Content-Type": "text/plain"}
+    async with http.post(url, data=b"x", headers={**a, **producer, "Producer-Id": "p" * 257}) as r:
+        assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_request"
+    async with http.post(url, data=b"x", headers={**a, **producer, "Producer-Id": "p" * 256}) as r:
+        assert r.status == 200
+    # EventSource sends no headers: reads take ?access_token= as the other stream reads do.
+    async with http.get(url, params={"offset": "-1", "access_token": "ka"}) as r:
+        assert r.status == 200 and await r.read() == b"x"
+    async with http.get(url, params={"offset": "-1", "access_token": "kb"}) as r:
+        assert r.status == 404
+    async with http.post(url, data=b"y", params={"access_token": "ka"}) as r:
+        assert r.status == 401  # writes need the header
