@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import time
@@ -31,6 +32,7 @@ from quart_sse.engine import durable as ds
 from quart_sse.engine.durable import Chunk, Config, DurableRefused, DurableStreams, Producer
 from quart_sse.http.cors import ALLOW_HEADERS, ALLOW_METHODS
 from quart_sse.http.errors import STATUS
+from quart_sse.http.limits import Client
 from quart_sse.http.scope import CLIENT, Headers, Receive, Scope, Send, caller, header
 from quart_sse.stores.durable_base import DurableMeta
 
@@ -178,8 +180,9 @@ async def _create(edge: Edge, scope: Scope, send: Send, path: str, body: bytes) 
     )
     who = caller(scope)
     client = scope[CLIENT]
-    await edge.limits.take_message(client)  # 429 past RATE_LIMIT: a create is a write
+    await edge.limits.take_message(client, count=False)  # 429 past RATE_LIMIT: a create is a write
     created, meta = await _service(edge).create(path, config, who.owner, who.sees, body, client.key)
+    await _count_write(edge, client)
     headers = {"Content-Type": meta.content_type, "Stream-Next-Offset": ds.offset(meta.tail)}
     if created:
         headers["Location"] = _location(scope)
@@ -223,7 +226,7 @@ async def _append(edge: Edge, scope: Scope, send: Send, path: str, body: bytes) 
     close = _header(scope, b"stream-closed") == "true"
     if not body and not close:
         raise DurableRefused(codes.INVALID_REQUEST, "an append needs a body (or Stream-Closed: true)")
-    await edge.limits.take_message(scope[CLIENT])  # 429 past RATE_LIMIT, as a chat message
+    await edge.limits.take_message(scope[CLIENT], count=False)  # 429 past RATE_LIMIT, as a chat message
     done = await _service(edge).append(
         path,
         _sees(scope),
@@ -233,6 +236,7 @@ async def _append(edge: Edge, scope: Scope, send: Send, path: str, body: bytes) 
         producer,
         close,
     )
+    await _count_write(edge, scope[CLIENT])
     headers = {"Stream-Next-Offset": ds.offset(done.tail)}
     if done.closed:
         headers["Stream-Closed"] = "true"
@@ -242,6 +246,14 @@ async def _append(edge: Edge, scope: Scope, send: Send, path: str, body: bytes) 
         headers["Producer-Seq"] = str(done.producer_seq if done.producer_seq is not None else producer.seq)
         status = 204 if done.duplicate or not body else 200
     await _answer(edge, scope, send, status, headers)
+
+
+async def _count_write(edge: Edge, client: Client) -> None:
+    """Count a write that was done against RATE_LIMIT, as a chat message is counted once
+    accepted: a refused write (404, 409, 413...) counts nothing.  The check came before the
+    write; a count that races past the limit now is not turned into a 429 of a done write."""
+    with contextlib.suppress(codes.Refused):
+        await edge.limits.take_message(client)
 
 
 def head_headers(meta: DurableMeta) -> dict[str, str]:

@@ -141,6 +141,23 @@ async def test_writes_count_under_the_rate_limit(start_server, http):
         assert response.status == 200 and await response.read() == b"12"
 
 
+async def test_refused_writes_do_not_use_up_the_rate_limit(start_server, http):
+    """A write refused for another reason (404, 409) counts nothing, as a refused chat
+    message counts nothing: it cannot lock the client out of chat."""
+    server = start_server(RATE_LIMIT="3")
+    for _ in range(5):
+        async with http.post(f"{server.url}/v1/stream/nowhere", headers=TEXT, data=b"x") as response:
+            assert response.status == 404
+    async with http.put(f"{server.url}/v1/stream/typed", headers=TEXT) as response:
+        assert response.status == 201  # one write counted
+    for _ in range(5):
+        headers = {"Content-Type": "application/json"}
+        async with http.post(f"{server.url}/v1/stream/typed", headers=headers, data=b"[1]") as response:
+            assert response.status == 409  # content_type_mismatch
+    async with http.post(f"{server.url}/chat", json={"message": "still allowed"}) as response:
+        assert response.status == 202  # the second of three
+
+
 # Expiry frees what the stream held ------------------------------------------------------------
 
 
