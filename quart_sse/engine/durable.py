@@ -214,6 +214,15 @@ def _too_large(size: int, limit: int) -> DurableRefused:
     )
 
 
+def _removal(meta: DurableMeta) -> Update[str | None]:
+    """Removing ``meta``'s stream (a delete, an expiry): kept, deleted for every reader (410),
+    while forks read through it; else gone, with its fork source (if any) to release."""
+    if meta.refs > 0:
+        meta.soft_deleted = True
+        return Update(None, meta)
+    return Update(meta.forked_from)
+
+
 def _not_found(path: str) -> DurableRefused:
     return DurableRefused(codes.STREAM_NOT_FOUND, f"no stream {path[:120]!r}")
 
@@ -346,18 +355,11 @@ class DurableStreams:
 
     async def _expire(self, path: str) -> None:
         def change(meta: DurableMeta | None, now: float) -> Update[str | None]:
-            if meta is None or not meta.expired(now):
+            if meta is None or not meta.expired(now) or (meta.refs > 0 and meta.soft_deleted):
                 return Update(None, keep=True)
-            if meta.refs > 0:
-                if meta.soft_deleted:
-                    return Update(None, keep=True)
-                meta.soft_deleted = True
-                return Update(None, meta)
-            return Update(meta.forked_from)
+            return _removal(meta)
 
-        parent = await self.store.update(path, change)
-        if parent is not None:
-            await self._release(parent)
+        await self._remove(path, change)
 
     async def touch(self, path: str) -> None:
         """A read or write: the TTL counts again from now."""
@@ -494,6 +496,10 @@ class DurableStreams:
                 return Update(meta.forked_from)
             return Update(None, meta)
 
+        await self._remove(path, change)
+
+    async def _remove(self, path: str, change: Change[str | None]) -> None:
+        """Run ``change`` on ``path``; when it removed the stream, release its fork source."""
         parent = await self.store.update(path, change)
         if parent is not None:
             await self._release(parent)
@@ -507,14 +513,9 @@ class DurableStreams:
                 raise _not_found(path)
             if meta.soft_deleted:
                 raise DurableRefused(codes.STREAM_GONE, f"stream {path[:120]!r} was deleted")
-            if meta.refs > 0:
-                meta.soft_deleted = True
-                return Update(None, meta)
-            return Update(meta.forked_from)
+            return _removal(meta)
 
-        parent = await self.store.update(path, change)
-        if parent is not None:
-            await self._release(parent)
+        await self._remove(path, change)
 
     # Append and close ------------------------------------------------------------------------
 
