@@ -155,6 +155,8 @@ GAUGE_HELP = {
     "heartbeat_members": "SSE responses due a heartbeat",
     "logs": "stream logs held in memory (memory store)",
     "owned_streams": "streams this instance generates into (Redis store)",
+    "blocking_reads": "shared XREAD BLOCK commands running here (Redis store; one per slot group)",
+    "blocking_keys": "stream logs those shared blocking reads wait on (Redis store)",
     "client_streams": "SSE responses counted against MAX_STREAMS_PER_CLIENT",
     "limited_clients": "clients with an SSE response counted against MAX_STREAMS_PER_CLIENT",
     "durable_streams": "Durable Streams held (/v1/stream/; the memory store's, or this store's index)",

@@ -15,7 +15,8 @@ the owner is checked against the lease inside a Lua script, and a reader anywher
 finds the lease lapsed closes the stream as ``interrupted`` in one atomic step (an entry
 ``c`` in the log, no frame: its readers write the final event).  Readers on the owning
 instance are served by that instance's hub (no Redis read per batch); readers elsewhere
-wait here, in ``XREAD BLOCK`` (:meth:`RedisStore.wait`).
+wait here (:meth:`RedisStore.wait`), in ``XREAD BLOCK`` commands every reader of a slot
+shares (:mod:`redis_watch`: one connection per slot group, not one per reader).
 
 Cancels between instances go over plain ``PUBLISH`` on one channel: on a cluster every node
 passes it on to every other, so a subscriber on any node hears it, and a subscriber whose
@@ -34,7 +35,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
@@ -58,6 +59,7 @@ from quart_sse.stores.redis_sessions import (
     stream_home,
     stream_keys,
 )
+from quart_sse.stores.redis_watch import Watch
 
 log = logging.getLogger("quart_sse.stores.redis")
 
@@ -66,7 +68,7 @@ POOL_WAIT = 5.0
 """Seconds a request waits for a free command connection in a burst (a frozen Redis frees
 them within REDIS_TIMEOUT, as each command on them times out)."""
 COMMAND_CONNECTIONS = 256  # connections for commands; more requests at once wait up to 5 s for one
-READER_CONNECTIONS = 10_000  # one per reader of another instance's stream (Redis's maxclients)
+READER_CONNECTIONS = 10_000  # shared blocking reads (one per slot group, redis_watch) and pub/sub
 CLUSTER_SHARDS = 16
 """Shards of what spans sessions on a cluster (the session index of all owners, the instance
 registry): at most this many slots take those writes, and a listing of every session reads
@@ -152,6 +154,8 @@ class RedisStore(RedisSessions):
         self._homes: dict[str, str] = {}  # stream -> session, as read (never changes)
         self._redis: Any = None
         self._blocking: Any = None
+        self._watch: Any = None  # the shared blocking reads (a Watch, once Redis is known)
+        self._gate: asyncio.Semaphore | None = None  # commands at once, on a cluster
         self._scripts: dict[str, Any] = {}
         self._detecting = asyncio.Lock()
         self._renewer: asyncio.Task[None] | None = None
@@ -194,7 +198,7 @@ class RedisStore(RedisSessions):
                 return
             probe = Redis.from_url(self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
             try:
-                with self._guard():
+                async with self._guard():
                     info = await probe.info("cluster")
             finally:
                 await probe.aclose()
@@ -204,6 +208,9 @@ class RedisStore(RedisSessions):
             self._redis = self._make(self.timeout, COMMAND_CONNECTIONS, wait=True)
             # Readers elsewhere block in XREAD for up to a heartbeat: a longer socket timeout.
             self._blocking = self._make(self.heartbeat + self.timeout, READER_CONNECTIONS, wait=False)
+            self._watch = Watch(self._blocking, self._redis, cluster=cluster, block=self.heartbeat)
+            if cluster:  # its pool does not wait for a free connection: the guard does
+                self._gate = asyncio.Semaphore(COMMAND_CONNECTIONS)
             names = (*lua.SESSION_SCRIPTS, "APPEND", "RENEW", "LIST", "COUNT")
             self._scripts = {name: self._redis.register_script(getattr(lua, name)) for name in names}
             log.info("Redis at %s: %s", self.url.split("@")[-1], "a cluster" if cluster else "one server")
@@ -227,6 +234,8 @@ class RedisStore(RedisSessions):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self._watch is not None:
+            await self._watch.aclose()
         for client in (self._redis, self._blocking):
             if client is not None:
                 await client.aclose()
@@ -237,14 +246,28 @@ class RedisStore(RedisSessions):
         assert self._redis is not None, "RedisStore.connect() was not called, or Redis was never reached"
         return self._redis
 
-    @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        """Redis's errors as :class:`StoreUnavailable`.  On a cluster, also a place among
+        COMMAND_CONNECTIONS calls at once, waited for up to POOL_WAIT: redis-py's cluster
+        pool fails at once when a node's connections are all taken (a 503 for every request
+        of a burst), where the single-Redis pool waits."""
+        gate = self._gate
+        if gate is not None:
+            try:
+                await asyncio.wait_for(gate.acquire(), POOL_WAIT) if gate.locked() else await gate.acquire()
+            except TimeoutError:
+                log.warning("Redis: no free connection within %s s", POOL_WAIT)
+                raise StoreUnavailable(UNREACHABLE) from None
         try:
             yield
         except (RedisError, RedisClusterException) as exc:
             # The detail (with Redis's address) goes to the log, never to a client.
             log.warning("Redis: %s: %s", type(exc).__name__, exc)
             raise StoreUnavailable(UNREACHABLE) from None
+        finally:
+            if gate is not None:
+                gate.release()
 
     # Scripts -----------------------------------------------------------------------------
 
@@ -270,7 +293,7 @@ class RedisStore(RedisSessions):
                 int(self.retention * 1000),
                 activity_ms(now),
             )
-            with self._guard():
+            async with self._guard():
                 reply = await self._scripts[name](keys=keys, args=(*head, *args))
             if reply[0] == b"?":
                 given += [raw.decode() for raw in reply[1:] if raw and raw.decode() not in given]
@@ -318,7 +341,7 @@ class RedisStore(RedisSessions):
         if session_id is not None:
             return session_id
         client = await self._client()
-        with self._guard():
+        async with self._guard():
             raw = await client.get(stream_home(stream_id))
         if raw is None:
             return None
@@ -335,7 +358,7 @@ class RedisStore(RedisSessions):
         """Write where the stream lives (before its log opens); it lasts a lease and the
         retention, and the renewal carries it on while the stream runs or waits in a queue."""
         client = await self._client()
-        with self._guard():
+        async with self._guard():
             await client.set(stream_home(stream_id), session_id, px=int((self.lease + self.retention) * 1000))
         self._remember(stream_id, session_id)
 
@@ -413,7 +436,7 @@ class RedisStore(RedisSessions):
     async def turns(self, session_id: str, after: int) -> TurnLog | None:
         client = await self._client()
         s, _, tl = session_keys(session_id)
-        with self._guard():
+        async with self._guard():
             async with client.pipeline(transaction=False) as pipe:
                 pipe.xrange(tl, f"0-{after + 1}", "+")
                 pipe.hget(s, "turns")
@@ -425,22 +448,20 @@ class RedisStore(RedisSessions):
 
     async def _exists(self, session_id: str) -> bool:
         client = await self._client()
-        with self._guard():
+        async with self._guard():
             return bool(await client.exists(session_keys(session_id)[0]))
 
     async def wait_turns(self, session_id: str, after: int, block: float) -> TurnLog | None:
         await self._client()
-        with self._guard():
-            found: Any = await self._blocking.xread(
-                {session_keys(session_id)[2]: f"0-{after}"}, block=max(1, int(block * 1000))
-            )
+        async with self._guard():
+            found = await self._watch.read(session_keys(session_id)[2], f"0-{after}", block)
         if found:
-            return _turn_log(found[0][1], after)
+            return _turn_log(found, after)
         return await self.turns(session_id, after)
 
     async def publish_cancel(self, stream_id: str, code: str) -> None:
         client = await self._client()
-        with self._guard():
+        async with self._guard():
             await client.publish(CONTROL, json.dumps({"cancel": stream_id, "code": code}))
 
     def listen(self, handler: CancelHandler) -> None:
@@ -501,7 +522,7 @@ class RedisStore(RedisSessions):
         client = await self._client()
         instances, owned = self._registry(key_slot(self.instance_id.encode()) % self.shards)
         expiry = time.time() * 1000 + self.lease * 1000
-        with self._guard():
+        async with self._guard():
             async with client.pipeline(transaction=False) as pipe:
                 pipe.zadd(instances, {self.instance_id: expiry})
                 pipe.hset(owned, self.instance_id, len(self._owned))
@@ -518,7 +539,7 @@ class RedisStore(RedisSessions):
             for stream_id, session_id in group:
                 keys += [stream_keys(session_id, stream_id)[2], session_keys(session_id)[0]]
             calls.append((keys, [self.instance_id, lease_ms, *(sid for sid, _ in group)]))
-        with self._guard():
+        async with self._guard():
             for start in range(0, len(calls), 1000):
                 for _, found in await self._batch("RENEW", calls[start : start + 1000]):
                     queued += [raw.decode() for raw in found]
@@ -542,7 +563,7 @@ class RedisStore(RedisSessions):
         """Live instances and running generations across every instance (by lease)."""
         client = await self._client()
         now = time.time() * 1000
-        with self._guard():
+        async with self._guard():
             async with client.pipeline(transaction=False) as pipe:
                 for shard in range(self.shards):
                     instances, owned = self._registry(shard)
@@ -562,7 +583,7 @@ class RedisStore(RedisSessions):
         session_id = await self._home(stream_id)
         if session_id is None:
             return None
-        with self._guard():
+        async with self._guard():
             meta = stream_keys(session_id, stream_id)[0]
             session, finished, last, closed, uid, queued = await self.redis.hmget(
                 meta, "session", "finished", "last", "closed", "uid", "queued"
@@ -594,7 +615,7 @@ class RedisStore(RedisSessions):
                     args += [stream_id, final, len(item.frames), item.first, item.text]
                     args += item.frames
                 calls.append((keys, args))
-            with self._guard():
+            async with self._guard():
                 replies = await self._batch("APPEND", calls)
             lost = {raw.decode() for reply in replies for raw in reply[0]}
             for reply in replies:
@@ -621,7 +642,7 @@ class RedisStore(RedisSessions):
         if session_id is None:
             return None
         meta, log_key, _, _ = stream_keys(session_id, stream_id)
-        with self._guard():
+        async with self._guard():
             # The meta first, then the log: a pipeline is not atomic, and a final append or
             # a close landing between the two must not make a log read before it look
             # finished (the reader would end without the final event).  Read in this order,
@@ -639,16 +660,15 @@ class RedisStore(RedisSessions):
         session_id = await self._home(stream_id)
         if session_id is None:
             return None
-        with self._guard():
-            found: Any = await self._blocking.xread(
-                {stream_keys(session_id, stream_id)[1]: f"0-{after}"}, block=max(1, int(block * 1000))
-            )
+        async with self._guard():
+            found = await self._watch.read(stream_keys(session_id, stream_id)[1], f"0-{after}", block)
         if found:
-            return _tail(found[0][1], False)
+            return _tail(found, False)
         # Quiet for a whole wait: is the owner still there?  (Closes the stream if not.)
         if await self._session_script("CHECK", session_id, stream_id, "0", streams=[stream_id]) == 0:
             return None
         return await self.read(stream_id, after)
 
     def debug_counts(self) -> dict[str, int]:
-        return {"owned_streams": len(self._owned)}
+        shared = self._watch.counts() if self._watch is not None else {}
+        return {"owned_streams": len(self._owned), **shared}

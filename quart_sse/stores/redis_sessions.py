@@ -77,7 +77,7 @@ class RedisSessions:
     async def _client(self) -> Any:
         raise NotImplementedError
 
-    def _guard(self) -> contextlib.AbstractContextManager[None]:
+    def _guard(self) -> contextlib.AbstractAsyncContextManager[None]:
         raise NotImplementedError
 
     async def _session_script(
@@ -120,7 +120,7 @@ class RedisSessions:
         if not active and not expiry:
             return
         client = await self._client()
-        with self._guard():
+        async with self._guard():
             async with client.pipeline(transaction=False) as pipe:
                 self._place(pipe, session_id, owner.decode() or None, active, expiry)
                 await pipe.execute()
@@ -135,7 +135,7 @@ class RedisSessions:
         if owner is not None:
             fields["owner"] = owner
         client = await self._client()
-        with self._guard():
+        async with self._guard():
             async with client.pipeline(transaction=False) as pipe:
                 pipe.hset(key, mapping=fields)
                 if self.session_ttl:
@@ -183,7 +183,7 @@ class RedisSessions:
         while True:
             want = limit + 1 - len(rows)
             now = int(time.time() * 1000)
-            with self._guard():
+            async with self._guard():
                 pages = await asyncio.gather(
                     *(self._scripts["LIST"](keys=pair, args=(now, want, *after)) for pair in pairs)
                 )
@@ -198,7 +198,7 @@ class RedisSessions:
             )[:want]
             if not candidates:
                 break
-            with self._guard():
+            async with self._guard():
                 async with client.pipeline(transaction=False) as pipe:
                     for session_id, _, _ in candidates:
                         pipe.hmget(
@@ -229,7 +229,7 @@ class RedisSessions:
         for raw_id, _, (created_at, last_activity, count, title) in rows:
             session_id = raw_id.decode("utf-8", "surrogateescape")
             if count is None:  # a session written before the counts
-                with self._guard():
+                async with self._guard():
                     count = await client.llen(session_keys(session_id)[1])
             summaries.append(
                 SessionSummary(
@@ -246,7 +246,7 @@ class RedisSessions:
 
     async def count_sessions(self, owner: str | None = None) -> int:
         now = int(time.time() * 1000)
-        with self._guard():
+        async with self._guard():
             counts = await asyncio.gather(
                 *(self._scripts["COUNT"](keys=pair, args=(now,)) for pair in self._pairs(owner))
             )
@@ -255,7 +255,7 @@ class RedisSessions:
     async def delete_session(self, session_id: str) -> bool:
         s, m, turns = session_keys(session_id)
         client = await self._client()
-        with self._guard():
+        async with self._guard():
             owner = await client.hget(s, "owner")
             deleted = await client.delete(s, m)  # one slot: one command
             async with client.pipeline(transaction=False) as pipe:

@@ -151,7 +151,7 @@ async def test_an_owner_that_lost_frames_ends_its_stream_instead_of_leaving_a_ga
     session = await a.get_session("s")
     assert session is not None and session.generating is None
     assert [(m.content, m.interrupted) for m in session.messages] == [("q", False), ("Hello wörld “", True)]
-    assert a.debug_counts() == {"owned_streams": 0}
+    assert a.debug_counts() == {"owned_streams": 0, "blocking_reads": 0, "blocking_keys": 0}
 
 
 async def test_a_retried_append_already_in_is_skipped(pair):
@@ -163,7 +163,7 @@ async def test_a_retried_append_already_in_is_skipped(pair):
     final = encode_event(4, {"type": "complete"})
     assert not await a.append([Append("g", [final], True, 4)])
     assert await a.read("g", 0) == Tail([*frames, final], True)
-    assert a.debug_counts() == {"owned_streams": 0}
+    assert a.debug_counts() == {"owned_streams": 0, "blocking_reads": 0, "blocking_keys": 0}
 
 
 class Stepwise:
