@@ -10,6 +10,7 @@ far below the block) fails it.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -25,6 +26,13 @@ BLOCK = 60.0  # the shared read's own block: far longer than any bound below
 BOUND = 10.0  # seconds a wait that has its entries may take at most (a failure bound)
 
 
+class _Watch(Watch):
+    """A Watch with the test's own client (for its writes) and the Redis ports to count on."""
+
+    redis: Any
+    ports: list[int]
+
+
 @pytest.fixture(name="redis", params=["single", pytest.param("cluster", marks=pytest.mark.redis_cluster)])
 def _redis(request):
     if request.param == "cluster":
@@ -38,7 +46,7 @@ async def _watch(redis):
     make = RedisCluster.from_url if cluster else Redis.from_url
     blocking = make(redis.url, socket_timeout=BLOCK + 5)
     commands = make(redis.url, socket_timeout=5)
-    watch = Watch(blocking, commands, cluster=cluster, block=BLOCK)
+    watch = _Watch(blocking, commands, cluster=cluster, block=BLOCK)
     watch.redis = commands  # (for the test's own writes)
     watch.ports = [node.port for node in getattr(redis, "nodes", [redis])]
     yield watch
@@ -47,7 +55,7 @@ async def _watch(redis):
     await commands.aclose()
 
 
-def _blocked(ports) -> int:
+def _blocked(ports: list[int]) -> int:
     total = 0
     for port in ports:
         info = _ask(port, "INFO", "clients").decode()
@@ -56,7 +64,7 @@ def _blocked(ports) -> int:
     return total
 
 
-async def _until_blocked(watch, count: int) -> None:
+async def _until_blocked(watch: _Watch, count: int) -> None:
     """Until Redis counts ``count`` blocked clients (each look a round trip, bounded)."""
     for _ in range(5000):
         if _blocked(watch.ports) == count and all(
@@ -73,7 +81,8 @@ def _keys_in_one_group(count: int, cluster: bool) -> list[str]:
     """``count`` stream keys of one slot group (one hash tag on a cluster)."""
     if cluster:
         return [f"t:{{s}}:{n}" for n in range(count)]
-    keys, n = [], 0
+    keys: list[str] = []
+    n = 0
     while len(keys) < count:
         key = f"t:{n}"
         if key_slot(key.encode()) % GROUPS == 0:
