@@ -40,7 +40,6 @@ PRODUCER_SEQUENCE_GAP = "producer_sequence_gap"  # 409
 STREAM_TOO_LARGE = "stream_too_large"  # 413: the append would pass DURABLE_MAX_STREAM_BYTES
 TOO_MANY_DURABLE_STREAMS = "too_many_durable_streams"  # 429: DURABLE_MAX_STREAMS_PER_OWNER
 DURABLE_STORE_FULL = "durable_store_full"  # 507: DURABLE_MAX_STREAMS
-DURABLE_ON_CLUSTER = "durable_needs_one_redis"  # 501: Durable Streams writes on a Redis Cluster
 
 # Codes of ``error`` stream events (docs/API.md, Streams); ``rate_limited`` and
 # ``store_unavailable`` serve both.

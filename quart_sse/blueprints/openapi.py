@@ -135,7 +135,6 @@ WHEN = {
     codes.TOO_MANY_DURABLE_STREAMS: "the client (its API key's owner, else its address) holds "
     "`DURABLE_MAX_STREAMS_PER_OWNER` durable streams: delete one first",
     codes.DURABLE_STORE_FULL: "the server holds `DURABLE_MAX_STREAMS` durable streams (every client's)",
-    codes.DURABLE_ON_CLUSTER: "`REDIS_URL` names a Redis Cluster: durable streams need one Redis server",
 }
 
 EXAMPLE_MESSAGES = {
@@ -215,7 +214,6 @@ _DURABLE_READ: dict[int, Codes] = {
     400: _DURABLE_INVALID,
     404: ((codes.STREAM_NOT_FOUND, "no such stream: unknown, expired, deleted, or another API key's"),),
     410: _codes(codes.STREAM_GONE),
-    501: _codes(codes.DURABLE_ON_CLUSTER),
     503: _STORE,
 }
 _DURABLE: dict[str, dict[int, Codes]] = {
@@ -226,7 +224,6 @@ _DURABLE: dict[str, dict[int, Codes]] = {
         409: _codes(codes.STREAM_EXISTS, codes.CONTENT_TYPE_MISMATCH),
         413: _codes(codes.BODY_TOO_LARGE, codes.STREAM_TOO_LARGE),
         429: _codes(codes.RATE_LIMITED, codes.TOO_MANY_DURABLE_STREAMS),
-        501: _codes(codes.DURABLE_ON_CLUSTER),
         503: _STORE,
         507: _codes(codes.DURABLE_STORE_FULL),
     },
@@ -245,7 +242,6 @@ _DURABLE: dict[str, dict[int, Codes]] = {
         410: _codes(codes.STREAM_GONE),
         413: _codes(codes.BODY_TOO_LARGE, codes.STREAM_TOO_LARGE),
         429: _codes(codes.RATE_LIMITED),
-        501: _codes(codes.DURABLE_ON_CLUSTER),
         503: _STORE,
     },
     "get": {**_DURABLE_READ, 429: ((codes.TOO_MANY_STREAMS, STREAMS_PER_CLIENT),)},

@@ -334,8 +334,6 @@ class DurableStreams:
             try:
                 await self.sweep()
             except Refused as exc:  # the store is unreachable: the next sweep tries again
-                if exc.code == codes.DURABLE_ON_CLUSTER:
-                    return  # said once at start; nothing to sweep
                 log.warning("durable streams: sweep skipped: %s", exc.message)
 
     # Lookups ---------------------------------------------------------------------------------

@@ -96,6 +96,11 @@ class Delivery:
                         tail = await store.read(stream_id, reader.after)
                     else:
                         tail = await store.wait(stream_id, reader.after, self._quiet(reader, loop))
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        # A disconnect's cancel that a Redis call swallowed (redis-py can):
+                        # a write to the closed response would "succeed", the loop go on.
+                        raise asyncio.CancelledError
                     if tail is None:  # expired or deleted while we read
                         return
                     finished = tail.finished

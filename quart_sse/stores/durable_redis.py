@@ -1,12 +1,16 @@
 """Durable Streams on Redis, shared by every instance on it.
 
-A stream is two keys under one hash tag (so that a change is one transaction on one slot,
-ready for Redis Cluster): ``qs:ds:{tag}:m``, its metadata as JSON, and ``qs:ds:{tag}:l``,
-a list of its own records; the tag is a hash of the stream's path.  A change is
-``WATCH`` on the metadata, the pure change function, then ``MULTI``/``EXEC`` (retried when
-another instance changed the stream in between): the protocol's decisions are written
-once (:mod:`quart_sse.engine.durable`), for memory and Redis alike.  Each change publishes
-on ``qs:ds:{tag}:n``; a waiting reader is woken by this instance's one subscription.
+A stream is two keys under one hash tag (so that a change touches one slot, on one Redis
+or a Redis Cluster alike): ``qs:ds:{tag}:m``, its metadata as JSON, and
+``qs:ds:{tag}:l``, a list of its own records; the tag is a hash of the stream's path.  A
+change is optimistic: read the metadata, run the pure change function, then one script
+(:data:`CHANGE`) writes the result only if the metadata is still what was read (else the
+change is computed again).  So the protocol's decisions are written once
+(:mod:`quart_sse.engine.durable`), for memory and Redis alike.  (Not ``WATCH``/``MULTI``:
+redis-py's asyncio cluster pipeline runs a transaction's commands with ``asyncio.run`` in
+a thread of its own, off the serving loop.)  Each change publishes on ``qs:ds:{tag}:n``
+(``PUBLISH`` reaches every node of a cluster); a waiting reader is woken by this
+instance's one subscription (on a cluster, to one node).
 
 Expiry: both keys carry the stream's expiry (``PEXPIREAT``, set again by every change,
 so a sliding ``Stream-TTL`` moves with each read and write), except while forks read
@@ -19,7 +23,7 @@ keys went by their TTL are dropped when met.
 
 Why not a Lua script per operation: the checks (producers, epochs, closure, forks) would be
 written twice, in Python for memory and in Lua here; a stream's writes are rare enough
-next to its reads that an optimistic transaction costs nothing that matters.
+next to its reads that an optimistic change (two round trips) costs nothing that matters.
 """
 
 from __future__ import annotations
@@ -34,15 +38,42 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError, WatchError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
-from quart_sse.codes import DURABLE_ON_CLUSTER, Refused, StoreUnavailable
+from quart_sse.codes import StoreUnavailable
 from quart_sse.stores.durable_base import Change, DurableMeta, T
 
 log = logging.getLogger("quart_sse.stores.durable")
 
 UNREACHABLE = "the store (Redis) is unreachable; try again shortly"
 INDEX = "qs:ds:index"
+ATTEMPTS = 100
+"""Changes of one stream computed again at most, when other writers changed it between the
+read and the write (then 503)."""
+CHANGE = """
+-- One change of one Durable Stream, if its metadata is still ARGV[1] ('' = none).
+-- KEYS: metadata, log.  ARGV: expected metadata, new metadata ('' = delete the stream),
+-- '1' to empty the log first, expiry in ms since the epoch ('' = none), records to append.
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+if ARGV[3] == '1' then redis.call('DEL', KEYS[2]) end
+redis.call('SET', KEYS[1], ARGV[2])
+for i = 5, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if ARGV[4] == '' then
+  redis.call('PERSIST', KEYS[2])
+else
+  redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+  redis.call('PEXPIREAT', KEYS[2], ARGV[4])
+end
+return 1
+"""
+REDIS_ERRORS = (RedisError, RedisClusterException)
 FORK_GRACE = 3600.0
 """Seconds a fork's keys outlive its expiry, for the sweep to expire it (and release its source)."""
 
@@ -67,29 +98,23 @@ def _keys(path: str) -> tuple[str, str, str]:
 
 
 class RedisDurableStore:
-    """:class:`~quart_sse.stores.durable_base.DurableStore` on Redis (its own client from
-    ``REDIS_URL``, created in the serving loop)."""
+    """:class:`~quart_sse.stores.durable_base.DurableStore` on Redis, one server or a
+    cluster (its own client from ``REDIS_URL``, created in the serving loop)."""
 
     name = "redis"
 
     def __init__(self, url: str, *, timeout: float = 2.0) -> None:
         self.url = url
         self.timeout = timeout
-        self._redis: Redis | None = None
+        self._redis: Any = None  # a Redis or a RedisCluster
+        self._change: Any = None  # the CHANGE script
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
-        self.on_cluster = False
-        """REDIS_URL names a Redis Cluster node: this store's transactions (WATCH, MULTI)
-        cannot run there (redis-py's cluster pipeline has none), so it refuses, 501."""
+        self.on_cluster = False  # REDIS_URL names a Redis Cluster node
 
     @property
-    def redis(self) -> Redis:
-        if self.on_cluster:
-            raise Refused(
-                DURABLE_ON_CLUSTER,
-                "Durable Streams need one Redis server; REDIS_URL names a Redis Cluster (not supported yet)",
-            )
+    def redis(self) -> Any:
         if self._redis is None:
             raise StoreUnavailable(UNREACHABLE)
         return self._redis
@@ -102,13 +127,18 @@ class RedisDurableStore:
             self.on_cluster = False  # unreachable at start: taken for one server, as before
         finally:
             await probe.aclose()
+        options: dict[str, Any] = {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
         if self.on_cluster:
-            log.warning("Durable Streams (/v1/stream/) are off: REDIS_URL names a Redis Cluster")
-            return
-        self._redis = Redis.from_url(
-            self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
-        )
+            self._redis = RedisCluster.from_url(self.url, **options)
+            # Learn the slots now: redis-py initializing on the first commands of a burst
+            # closes connections others are opening (AttributeError inside redis-py).
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._redis.initialize()
+        else:
+            self._redis = Redis.from_url(self.url, **options)
+        self._change = self._redis.register_script(CHANGE)
         # Subscriptions wait for as long as readers do: no socket timeout on that connection.
+        # On a cluster, a node of its own (PUBLISH on any node reaches every subscriber).
         self._pubsub = Redis.from_url(self.url, socket_connect_timeout=self.timeout).pubsub()
 
     async def aclose(self) -> None:
@@ -132,46 +162,37 @@ class RedisDurableStore:
     async def get(self, path: str) -> DurableMeta | None:
         try:
             raw = await self.redis.get(_keys(path)[0])
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(UNREACHABLE) from exc
         return DurableMeta.loads(raw) if raw is not None else None
 
     async def update(self, path: str, change: Change[T]) -> T:
         meta_key, log_key, channel = _keys(path)
+        client = self.redis
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        await pipe.watch(meta_key)
-                        raw = await pipe.get(meta_key)
-                        current = DurableMeta.loads(raw) if raw is not None else None
-                        done = change(current, time.time())
-                        if done.keep:
-                            await pipe.unwatch()  # type: ignore[no-untyped-call]
-                            return done.result
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        if done.meta is None:
-                            pipe.delete(meta_key, log_key)
-                        else:
-                            if current is None or current.uid != done.meta.uid:
-                                pipe.delete(log_key)
-                            pipe.set(meta_key, done.meta.dumps())
-                            if done.records:
-                                pipe.rpush(log_key, *done.records)
-                            until = done.meta.held_until()
-                            if until is None:
-                                pipe.persist(log_key)
-                            else:
-                                at = int((until + (FORK_GRACE if done.meta.forked_from else 0)) * 1000)
-                                pipe.pexpireat(meta_key, at)
-                                pipe.pexpireat(log_key, at)
-                        pipe.publish(channel, b"1")
-                        await pipe.execute()
-                        break
-                    except WatchError:
-                        continue
+            for _ in range(ATTEMPTS):
+                raw = await client.get(meta_key)
+                current = DurableMeta.loads(raw) if raw is not None else None
+                done = change(current, time.time())
+                if done.keep:
+                    return done.result
+                args: list[Any] = [raw or b""]
+                if done.meta is None:
+                    args.append(b"")
+                else:
+                    until = done.meta.held_until()
+                    grace = FORK_GRACE if done.meta.forked_from else 0
+                    at = "" if until is None else int((until + grace) * 1000)
+                    reset = current is None or current.uid != done.meta.uid
+                    args += [done.meta.dumps(), "1" if reset else "0", at, *done.records]
+                if await self._change(keys=[meta_key, log_key], args=args):
+                    break
+            else:
+                log.warning("durable streams: %s changed under %d attempts in a row", path, ATTEMPTS)
+                raise StoreUnavailable("the stream is being changed by many writers at once; try again")
+            await client.publish(channel, b"1")
             await self._index(path, current, done.meta)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(UNREACHABLE) from exc
         return done.result
 
@@ -197,7 +218,7 @@ class RedisDurableStore:
                 pipe.zcount(key, f"({now}", "+inf")
                 pipe.zcount(INDEX, f"({now}", "+inf")
                 _, mine, everyone = await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(UNREACHABLE) from exc
         return int(mine), int(everyone)
 
@@ -214,7 +235,7 @@ class RedisDurableStore:
             gone = [path for path, exists in zip(paths, held, strict=True) if not exists]
             if gone:  # went by their keys' TTL: nothing to expire, only the entry to drop
                 await self.redis.zrem(INDEX, *map(_member, gone))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(UNREACHABLE) from exc
         return [path for path, exists in zip(paths, held, strict=True) if exists]
 
@@ -227,7 +248,7 @@ class RedisDurableStore:
             return []
         try:
             found = await self.redis.lrange(_keys(path)[1], start, stop)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(UNREACHABLE) from exc
         return [item if isinstance(item, bytes) else item.encode() for item in found]
 
@@ -259,7 +280,7 @@ class RedisDurableStore:
             raise StoreUnavailable(UNREACHABLE)
         try:
             await pubsub.subscribe(channel)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(UNREACHABLE) from exc
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(pubsub))

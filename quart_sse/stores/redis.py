@@ -211,6 +211,11 @@ class RedisStore(RedisSessions):
             self._watch = Watch(self._blocking, self._redis, cluster=cluster, block=self.heartbeat)
             if cluster:  # its pool does not wait for a free connection: the guard does
                 self._gate = asyncio.Semaphore(COMMAND_CONNECTIONS)
+                # Learn the slots now: redis-py initializing on the first commands of a
+                # burst closes connections others are opening (AttributeError inside it).
+                async with self._guard():
+                    await self._redis.initialize()
+                    await self._blocking.initialize()
             names = (*lua.SESSION_SCRIPTS, "APPEND", "RENEW", "LIST", "COUNT")
             self._scripts = {name: self._redis.register_script(getattr(lua, name)) for name in names}
             log.info("Redis at %s: %s", self.url.split("@")[-1], "a cluster" if cluster else "one server")

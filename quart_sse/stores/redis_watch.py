@@ -166,6 +166,7 @@ class _Group:
                 first = next((i for i, p in enumerate(positions) if p > waiter.after), None)
                 if first is not None:
                     waiter.future.set_result(entries[first:])
+                    self.remove(waiter)  # now: the next XREAD is not for it (it leaves later)
 
 
 class Watch:

@@ -2,8 +2,8 @@
 
 npm ``@durable-streams/server-conformance-tests`` (tests/durable/, exact versions in its
 package-lock.json) runs under vitest through its programmatic entry point
-(tests/durable/conformance.test.mjs) against a server started here, on the memory store
-and on Redis.  The suite has 338 tests: 6 are its webhook/subscription tests, skipped
+(tests/durable/conformance.test.mjs) against a server started here, on the memory store,
+on one Redis and on a Redis Cluster.  The suite has 338 tests: 6 are its webhook/subscription tests, skipped
 unless asked for (an optional part of the protocol this server does not serve).  The Node
 reference server (``@durable-streams/server`` 0.3.7) passes 324.
 
@@ -144,3 +144,11 @@ def test_conformance_redis(start_server, redis_server, tmp_path):
     """The same on Redis (its own redis-server)."""
     server = start_server(REDIS_URL=redis_server.url, **ENV)
     _check(_run_suite(server.url, tmp_path / "redis.json"))
+
+
+@pytest.mark.redis_cluster
+def test_conformance_redis_cluster(start_server, redis_cluster, tmp_path):
+    """The same on the three-node Redis Cluster (a stream's keys in one slot, its changes
+    one script there, its wake-ups by PUBLISH through every node)."""
+    server = start_server(REDIS_URL=redis_cluster.fresh().url, **ENV)
+    _check(_run_suite(server.url, tmp_path / "cluster.json"))

@@ -18,7 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from quart_sse.stores.redis_watch import GROUPS, Watch
-from tests.support.redis_cluster import _ask
+from tests.support.redis_cluster import CLUSTER_PARAM, _ask, redis_for
 
 pytestmark = pytest.mark.redis
 
@@ -33,11 +33,9 @@ class _Watch(Watch):
     ports: list[int]
 
 
-@pytest.fixture(name="redis", params=["single", pytest.param("cluster", marks=pytest.mark.redis_cluster)])
+@pytest.fixture(name="redis", params=["redis", CLUSTER_PARAM])
 def _redis(request):
-    if request.param == "cluster":
-        return request.getfixturevalue("redis_cluster").fresh()
-    return request.getfixturevalue("redis_server")
+    return redis_for(request, request.param)
 
 
 @pytest.fixture(name="watch")
