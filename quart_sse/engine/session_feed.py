@@ -139,8 +139,12 @@ class SessionFeed:
         try:
             await self._pump(send, session_id, after)
         except StoreUnavailable as exc:
-            # The response has begun: it ends, and the client resumes with its Last-Event-ID.
+            # The response has begun (its retry frame goes first): it ends with an error
+            # event without an id, and the client resumes with its Last-Event-ID.
             log.warning("session stream of %s ended: %s", session_id, exc)
+            data = {"type": "error", "code": exc.code, "message": exc.message, "session_id": session_id}
+            body = b"event: error\ndata: " + json.dumps(data).encode() + b"\n\n"
+            await self.delivery.write_body(ASGITransport(send), body)
         finally:
             self.open -= 1
             stats.readers_open -= 1

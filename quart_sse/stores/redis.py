@@ -252,12 +252,13 @@ class RedisStore(RedisSessions):
         return self._redis
 
     @contextlib.asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
+    async def _guard(self, *, command: bool = True) -> AsyncIterator[None]:
         """Redis's errors as :class:`StoreUnavailable`.  On a cluster, also a place among
         COMMAND_CONNECTIONS calls at once, waited for up to POOL_WAIT: redis-py's cluster
         pool fails at once when a node's connections are all taken (a 503 for every request
-        of a burst), where the single-Redis pool waits."""
-        gate = self._gate
+        of a burst), where the single-Redis pool waits.  ``command=False``: a shared blocking
+        read (:mod:`redis_watch`), which takes no command connection, takes no place."""
+        gate = self._gate if command else None
         if gate is not None:
             try:
                 await asyncio.wait_for(gate.acquire(), POOL_WAIT) if gate.locked() else await gate.acquire()
@@ -458,7 +459,7 @@ class RedisStore(RedisSessions):
 
     async def wait_turns(self, session_id: str, after: int, block: float) -> TurnLog | None:
         await self._client()
-        async with self._guard():
+        async with self._guard(command=False):
             found = await self._watch.read(session_keys(session_id)[2], f"0-{after}", block)
         if found:
             return _turn_log(found, after)
@@ -665,7 +666,7 @@ class RedisStore(RedisSessions):
         session_id = await self._home(stream_id)
         if session_id is None:
             return None
-        async with self._guard():
+        async with self._guard(command=False):
             found = await self._watch.read(stream_keys(session_id, stream_id)[1], f"0-{after}", block)
         if found:
             return _tail(found, False)

@@ -77,7 +77,7 @@ class RedisSessions:
     async def _client(self) -> Any:
         raise NotImplementedError
 
-    def _guard(self) -> contextlib.AbstractAsyncContextManager[None]:
+    def _guard(self, *, command: bool = True) -> contextlib.AbstractAsyncContextManager[None]:
         raise NotImplementedError
 
     async def _session_script(
@@ -245,6 +245,7 @@ class RedisSessions:
         return SessionPage(summaries, encode_cursor(int(rows[-1][1]), summaries[-1].session_id))
 
     async def count_sessions(self, owner: str | None = None) -> int:
+        await self._client()  # (Redis found, its scripts known: else StoreUnavailable)
         now = int(time.time() * 1000)
         async with self._guard():
             counts = await asyncio.gather(

@@ -205,8 +205,9 @@ class Watch:
         finally:
             timer.cancel()
             group.remove(waiter)
-            if group.task is None and not group.waiters:
-                self.groups.pop(group_id, None)
+            # (Only its own group: one that ended may have been replaced by a newer one.)
+            if group.task is None and not group.waiters and self.groups.get(group_id) is group:
+                del self.groups[group_id]
 
     def counts(self) -> dict[str, int]:
         """Figures for /stats: shared blocking reads running, keys waited on."""

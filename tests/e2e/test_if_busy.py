@@ -13,7 +13,9 @@ from tests.support.sse_client import get_json, read_stream
 
 @pytest.fixture(name="pair", params=["memory", pytest.param("redis", marks=pytest.mark.redis), CLUSTER_PARAM])
 def _pair(request, start_server):
-    env = {"SIM_CHUNK_DELAY_MS": "30", "SIM_RESPONSE_CHUNKS": "10"}
+    # 150 ms a chunk: the first answer runs 1.5 s, so a message sent right after it (to be
+    # queued, or to interrupt it) still finds it running on a loaded machine.
+    env = {"SIM_CHUNK_DELAY_MS": "150", "SIM_RESPONSE_CHUNKS": "10"}
     if request.param == "memory":
         a = start_server(**env)
         return a, a

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 
 import aiohttp
 import pytest
@@ -206,16 +207,24 @@ async def test_a_stream_open_while_redis_dies_ends_with_store_unavailable(redis_
     async with aiohttp.ClientSession() as other:
         on_a = await other.get(a.url + accepted["events_url"])
         on_b = await http.get(b.url + accepted["events_url"])
+        # The session stream ends the same way (its error event has no id: resume from
+        # the last one).
+        feed = await other.get(f"{b.url}/sessions/{accepted['session_id']}/events")
         head_a = await read_stream(on_a, until=lambda d: d.get("chunk_number") == 2)
         head_b = await read_stream(on_b, until=lambda d: d.get("chunk_number") == 2)
+        await read_stream(feed, until=lambda d: d.get("chunk_number") == 2)
         redis_server.stop()
-        rest_a, rest_b = await asyncio.gather(read_stream(on_a), read_stream(on_b))
-        on_a.release()
-        on_b.release()
-    for head, rest in ((head_a, rest_a), (head_b, rest_b)):
+        rest_a, rest_b, rest_s = await asyncio.gather(read_stream(on_a), read_stream(on_b), read_stream(feed))
+        for response in (on_a, on_b, feed):
+            response.release()
+    for rest in (rest_a, rest_b, rest_s):
         assert rest.last["type"] == "error" and rest.last["code"] == "store_unavailable"
         assert rest.last["session_id"] == accepted["session_id"]
+    for head, rest in ((head_a, rest_a), (head_b, rest_b)):
         assert head.ids + rest.ids == sorted(set(head.ids + rest.ids))
+    # (An event without an id keeps the last one, as SSE says: the error frame has none.)
+    (frame,) = [f for f in rest_s.raw.split(b"\n\n") if b"store_unavailable" in f]
+    assert frame.startswith(b"event: error\ndata: ")
     redis_server.start()
     for server in (a, b):
         await until(
@@ -228,6 +237,21 @@ async def test_a_stream_open_while_redis_dies_ends_with_store_unavailable(redis_
 
 async def _ok(http, url):
     return (await get_json(http, url))[0] == 200
+
+
+async def test_a_redis_never_reached_since_start_answers_503_everywhere(start_server, http):
+    # Nothing listens there: the first look at Redis fails, and every route that needs it
+    # says so (not a 500 from a script the store never loaded).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # (closed again: nothing listens on it)
+    server = start_server(REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    routes = (("GET", "/health"), ("GET", "/stats"), ("GET", "/sessions"), ("POST", "/sessions/new"))
+    for method, path in routes:
+        async with http.request(method, server.url + path) as r:
+            assert r.status == 503, (path, r.status, await r.text())
+            assert (await r.json())["error"]["code"] == "store_unavailable"
+    assert "Traceback" not in server.output()
 
 
 async def test_finished_streams_expire_after_the_retention(redis_server, start_server, http):

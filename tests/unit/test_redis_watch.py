@@ -152,3 +152,29 @@ async def test_groups_split_by_slot(watch):
     assert watch.counts() == {"blocking_reads": 2, "blocking_keys": 2}
     for wait in waits:
         wait.cancel()
+
+
+async def test_readers_that_wait_again_and_again_keep_one_blocking_read(watch):
+    # Fifty readers follow one log through twenty appends, each waiting again from where it
+    # got to: the groups that end as a wave is served and the ones the next wave starts
+    # must not be confused (a stale wait removing a newer, running group left its readers
+    # blocked on a read of their own: one blocked client per reader).
+    (key,) = _keys_in_one_group(1, watch.cluster)
+    appends = 20
+
+    async def follow() -> int:
+        after = 0
+        while after < appends:
+            entries = await watch.read(key, f"0-{after}", BLOCK)
+            assert entries, "a wait of 60 s ended without entries"
+            after = int(entries[-1][0].split(b"-")[1])
+        return after
+
+    readers = [asyncio.ensure_future(follow()) for _ in range(50)]
+    for n in range(1, appends):
+        await _until_blocked(watch, 1)
+        await watch.redis.xadd(key, {"f": str(n)}, id=f"0-{n}")
+    await _until_blocked(watch, 1)
+    assert watch.counts() == {"blocking_reads": 1, "blocking_keys": 1}
+    await watch.redis.xadd(key, {"f": str(appends)}, id=f"0-{appends}")
+    assert await asyncio.wait_for(asyncio.gather(*readers), BOUND) == [appends] * 50
