@@ -239,6 +239,11 @@ class RedisStore(RedisSessions):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self._renewer is not None and self._redis is not None:
+            # Leave the instance registry now (else it counts this instance until its lease
+            # lapses); a Redis that is gone lets the lease do it.
+            with contextlib.suppress(StoreUnavailable):
+                await self._leave_registry()
         if self._watch is not None:
             await self._watch.aclose()
         for client in (self._redis, self._blocking):
@@ -532,6 +537,14 @@ class RedisStore(RedisSessions):
             async with client.pipeline(transaction=False) as pipe:
                 pipe.zadd(instances, {self.instance_id: expiry})
                 pipe.hset(owned, self.instance_id, len(self._owned))
+                await pipe.execute()
+
+    async def _leave_registry(self) -> None:
+        instances, owned = self._registry(key_slot(self.instance_id.encode()) % self.shards)
+        async with self._guard():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(instances, self.instance_id)
+                pipe.hdel(owned, self.instance_id)
                 await pipe.execute()
 
     async def _renew(self) -> None:

@@ -292,3 +292,7 @@ async def test_health_stats_and_metrics_name_the_instance_and_count_the_cluster(
         text = await r.text()
     assert f'quart_sse_instance_info{{instance="{health_a["instance"]}",store="redis"}} 1.0' in text
     assert "quart_sse_cluster_instances 2.0" in text and "quart_sse_sessions_active 2.0" in text
+    # An instance that stops cleanly leaves the count at once (not when its lease lapses).
+    assert a.stop() == 0
+    _, health_b = await get_json(http, f"{b.url}/health")
+    assert health_b["cluster"]["instances"] == 1
