@@ -74,6 +74,8 @@ end
 return 1
 """
 REDIS_ERRORS = (RedisError, RedisClusterException)
+SUBSCRIBED_WAIT = 1.0
+"""Seconds a wait waits for Redis to confirm its SUBSCRIBE before it reads the stream."""
 FORK_GRACE = 3600.0
 """Seconds a fork's keys outlive its expiry, for the sweep to expire it (and release its source)."""
 
@@ -111,6 +113,7 @@ class RedisDurableStore:
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self._confirming: dict[str, asyncio.Future[None]] = {}  # SUBSCRIBEs Redis has not confirmed
         self.on_cluster = False  # REDIS_URL names a Redis Cluster node
 
     @property
@@ -260,6 +263,8 @@ class RedisDurableStore:
         try:
             if len(waiters) == 1:
                 await self._subscribe(channel)
+            else:
+                await self._confirmed(channel)  # (another waiter subscribed it, maybe just now)
             meta = await self.get(path)  # after subscribing: no change can slip between
             if meta is None or meta.tail > tail or meta.closed:
                 return
@@ -275,23 +280,39 @@ class RedisDurableStore:
                         await self._pubsub.unsubscribe(channel)
 
     async def _subscribe(self, channel: str) -> None:
+        """Subscribe to ``channel`` and return once Redis has confirmed it (up to
+        SUBSCRIBED_WAIT s): a change whose PUBLISH came before that could be missed, and the
+        caller reads the stream only after this returns.  (On a cluster the PUBLISH reaches
+        the subscriber's node through the cluster bus, in no order with this SUBSCRIBE.)"""
         pubsub = self._pubsub
         if pubsub is None:
             raise StoreUnavailable(UNREACHABLE)
+        confirmed = self._confirming.setdefault(channel, asyncio.get_running_loop().create_future())
         try:
             await pubsub.subscribe(channel)
         except REDIS_ERRORS as exc:
+            self._confirming.pop(channel, None)
             raise StoreUnavailable(UNREACHABLE) from exc
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(pubsub))
+        await self._confirmed(channel)
+        if self._confirming.get(channel) is confirmed:
+            del self._confirming[channel]
+
+    async def _confirmed(self, channel: str) -> None:
+        """Until Redis has confirmed the SUBSCRIBE of ``channel`` (at most SUBSCRIBED_WAIT s)."""
+        confirmed = self._confirming.get(channel)
+        if confirmed is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SUBSCRIBED_WAIT):
+                await asyncio.shield(confirmed)
 
     async def _listen(self, pubsub: PubSub) -> None:
         """Wake the waiters of each stream that changed (one task per process)."""
         while True:
             try:
-                message: dict[str, Any] | None = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=1.0
-                )
+                message: dict[str, Any] | None = await pubsub.get_message(timeout=1.0)
             except RedisError:
                 log.warning("durable streams: Redis subscription lost; waiting readers wake by their timeout")
                 await asyncio.sleep(1)
@@ -300,6 +321,11 @@ class RedisDurableStore:
                 continue
             channel = message["channel"]
             name = channel.decode() if isinstance(channel, bytes) else str(channel)
+            if message["type"] != "message":  # a confirmation of SUBSCRIBE, UNSUBSCRIBE
+                confirmed = self._confirming.get(name)
+                if message["type"] == "subscribe" and confirmed is not None and not confirmed.done():
+                    confirmed.set_result(None)
+                continue
             for waiter in self._waiting.get(name, ()):
                 if not waiter.done():
                     waiter.set_result(None)
