@@ -410,10 +410,16 @@ async def _long_poll(
     position = meta.tail if after is None else after
     chunk = await source.read(meta, position)
     if not chunk.records and position >= meta.tail:
-        if not meta.closed:
-            await source.wait(position, _service(edge).long_poll_timeout)
+        # Until data comes, the stream closes or the timeout passes: a wake-up with nothing
+        # new (on Redis, a change's PUBLISH can arrive late, after the change it tells of)
+        # waits again for the rest of the time.
+        deadline = time.monotonic() + _service(edge).long_poll_timeout
+        while not meta.closed and (left := deadline - time.monotonic()) > 0:
+            await source.wait(position, left)
             meta = await source.meta()
             chunk = await source.read(meta, position)
+            if chunk.records:
+                break
         if not chunk.records:
             await source.touch()
             headers = {
