@@ -104,6 +104,9 @@ def session_routes(session_id: str) -> list[Route]:
         ("clear session", "POST", f"/sessions/{session_id}/clear", None),
         ("POST /chat", "POST", "/chat", {"message": "this is mine now", "session_id": session_id}),
         ("POST /chat/stream", "POST", "/chat/stream", {"message": "mine too", "session_id": session_id}),
+        ("regenerate", "POST", f"/sessions/{session_id}/regenerate", None),
+        ("regenerate ?stream=true", "POST", f"/sessions/{session_id}/regenerate?stream=true", None),
+        ("session stream", "GET", f"/sessions/{session_id}/events", None),
     ]
 
 
