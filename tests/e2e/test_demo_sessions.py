@@ -13,6 +13,7 @@ sessions the server's last answer listed), ``data-scope`` and ``data-showing``
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -211,3 +212,41 @@ async def test_an_admin_key_gets_the_show_all_control(start_server, http):
         await expect(item(page, users)).to_have_attribute("data-mine", "false")
         assert watch.dialogs == [] and watch.page_errors == []
         assert all("401" in line for line in watch.console_errors)
+
+
+@pytest.mark.browser
+async def test_a_session_older_than_the_first_page_is_reopened_and_listed_on_request(start_server, http):
+    """The listing comes a page at a time (at most 1,000 sessions): the page counts what the
+    server counts, reopens its current session though it is not on the first page, and
+    lists older ones with "Show older sessions"."""
+    server = start_server()
+    async with launch_browser() as browser:
+        page, watch = await open_page(browser)
+        await page.goto(f"{server.url}/demo")
+        await list_loaded(page, 0)
+        await page.click("#new-session")
+        await list_loaded(page, 1)
+        mine = await session_id_of(page)
+        await expect(page.locator("#older-sessions")).to_be_hidden()
+
+        # 1,000 newer sessions started elsewhere push this browser's own off the first page
+        async def new_session() -> int:
+            async with http.post(f"{server.url}/sessions/new") as response:
+                return response.status
+
+        for _ in range(10):
+            assert set(await asyncio.gather(*(new_session() for _ in range(100)))) == {201}
+        await page.reload()
+        await list_loaded(page, 1001)
+        await expect(page.locator("#session-id")).to_have_text(mine)  # reopened by its id
+        await expect(page.locator("#show-all-count")).to_have_text("(1001)")
+        await expect(page.locator(LISTED)).to_have_count(0)  # not on the first page
+        await page.click("#older-sessions")
+        await expect(page.locator(LISTED)).to_have_count(1)
+        assert await listed(page) == {mine}
+        await expect(page.locator("#older-sessions")).to_be_hidden()  # that was the last page
+        await show_all(page, True)  # lists afresh: the first page, then the older one on request
+        await expect(page.locator(LISTED)).to_have_count(1000)
+        await page.click("#older-sessions")
+        await expect(page.locator(LISTED)).to_have_count(1001)
+        assert_clean(watch)

@@ -45,6 +45,7 @@ const ui = {
   showAll: $("show-all-sessions"),
   showAllCount: $("show-all-count"),
   refreshSessions: $("refresh-sessions"),
+  olderSessions: $("older-sessions"),
   changeKey: $("change-key"),
   toggleSessions: $("toggle-sessions"),
   scrim: $("scrim"),
@@ -65,7 +66,7 @@ const state = {
   sending: null, // the text of a message being posted (its stream id not known yet)
   shown: new Set(), // streams whose user message the loaded history already shows
   others: new Map(), // stream id -> {answer, text, chunks} of turns sent elsewhere
-  listed: null, // the server's last answer to GET /sessions: {sessions, count, scope}
+  listed: null, // the server's last answer to GET /sessions: {sessions, count, scope, next}
   listing: 0, // the number of the newest GET /sessions asked, so that an older answer is not shown
 };
 
@@ -573,14 +574,20 @@ function updateControls() {
   ui.changeKey.hidden = !state.keyNeeded;
 }
 
-/** Ask the server for its sessions and show them; resolves to every session it listed. */
+// Sessions asked for a page (the server's largest page: GET /sessions caps `limit` at 1000);
+// older ones come a page at a time with "Show older sessions" (the listing's next_cursor).
+const LIST_PAGE = 1000;
+
+/** Ask the server for its newest sessions and show them; resolves to every session it listed. */
 async function refreshSessions() {
   const asked = ++state.listing;
   const mineBefore = readMine();
-  const data = await api("GET", "/sessions");
+  const data = await api("GET", `/sessions?limit=${LIST_PAGE}`);
   const sessions = Array.isArray(data.sessions) ? data.sessions : [];
   const scope = data.scope === "own" ? "own" : "all";
-  if (scope === "all" && data.next_cursor == null) {
+  const count = Number.isInteger(data.count) ? data.count : sessions.length;
+  const next = typeof data.next_cursor === "string" ? data.next_cursor : null;
+  if (scope === "all" && next === null) {
     // The server listed every session (one page holds them all): a remembered one that is
     // missing was deleted or has expired.  (Only ids remembered before asking: one started
     // meanwhile may be missing.)
@@ -588,10 +595,27 @@ async function refreshSessions() {
     forgetSessions([...mineBefore].filter((id) => !listed.has(id)));
   }
   if (asked === state.listing) {
-    state.listed = { sessions, count: sessions.length, scope };
+    state.listed = { sessions, count, scope, next };
     renderSessions();
   }
   return sessions;
+}
+
+/** The next page of the listing, added below the sessions already shown. */
+async function olderSessions() {
+  const listed = state.listed;
+  if (!listed || !listed.next) return;
+  const asked = state.listing;
+  const data = await api("GET", `/sessions?limit=${LIST_PAGE}&cursor=${encodeURIComponent(listed.next)}`);
+  if (asked !== state.listing || state.listed !== listed) return; // a refresh came first
+  const more = Array.isArray(data.sessions) ? data.sessions : [];
+  const known = new Set(listed.sessions.map((session) => session.session_id));
+  state.listed = {
+    ...listed,
+    sessions: listed.sessions.concat(more.filter((session) => !known.has(session.session_id))),
+    next: typeof data.next_cursor === "string" ? data.next_cursor : null,
+  };
+  renderSessions();
 }
 
 /** The session list from the server's last answer: this browser's sessions, or all of them. */
@@ -607,6 +631,7 @@ function renderSessions() {
     .sort((a, b) => (a.last_activity < b.last_activity ? 1 : -1));
 
   ui.showAllControl.hidden = scope !== "all";
+  ui.olderSessions.hidden = !state.listed.next;
   ui.showAllCount.textContent = `(${state.listed.count})`;
   ui.sessionList.dataset.scope = scope;
   ui.sessionList.dataset.showing = all ? "all" : "mine";
@@ -768,6 +793,7 @@ ui.newSession.addEventListener("click", guard(async () => {
 ui.clearSession.addEventListener("click", guard(clearSession));
 ui.deleteSession.addEventListener("click", guard(deleteSession));
 ui.refreshSessions.addEventListener("click", guard(refreshSessions));
+ui.olderSessions.addEventListener("click", guard(olderSessions));
 ui.showAll.addEventListener("change", guard(async () => {
   renderSessions(); // at once from the last list, then a fresh one
   await refreshSessions();
@@ -802,7 +828,10 @@ async function start() {
   }
   const saved = readStorage(SESSION_STORAGE);
   if (saved && sessions.some((session) => session.session_id === saved)) await openSession(saved);
-  else setSession(null);
+  else if (saved && state.listed && state.listed.next) {
+    // Older than the first page: open it by its id (a 404 forgets it).
+    await openSession(saved).catch(() => setSession(null));
+  } else setSession(null);
   document.body.dataset.ready = "true";
 }
 
