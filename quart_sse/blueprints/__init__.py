@@ -6,7 +6,11 @@ the engine through :func:`engine`.
 
 from __future__ import annotations
 
-from quart import current_app, request
+from functools import cache
+from pathlib import Path
+
+from quart import abort, current_app, request, send_from_directory
+from quart.wrappers import Response
 
 from quart_sse.engine import Engine
 from quart_sse.models import EVERYONE, Caller
@@ -27,3 +31,18 @@ def caller() -> Caller:
     found = request.scope.get(CALLER, EVERYONE)
     assert isinstance(found, Caller)
     return found
+
+
+@cache
+def _files(directory: Path) -> frozenset[str]:
+    files = (path for path in directory.rglob("*") if path.is_file())
+    return frozenset(path.relative_to(directory).as_posix() for path in files)
+
+
+async def static_file(directory: Path, name: str) -> Response:
+    """The file ``name`` of ``directory``, or 404 ``not_found`` for a name that is not one of
+    its files (listed once): no name a client sends reaches the file system (a 256-byte
+    name was a 500 there, ``OSError: File name too long``)."""
+    if name not in _files(directory):
+        abort(404)
+    return await send_from_directory(directory, name)

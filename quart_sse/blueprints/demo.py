@@ -15,6 +15,8 @@ from pathlib import Path
 from quart import Blueprint, Response, send_from_directory
 from quart_schema import hide
 
+from quart_sse.blueprints import static_file
+
 bp = Blueprint("demo", __name__)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "demo"
@@ -45,4 +47,4 @@ async def demo() -> Response:
 @hide
 async def demo_asset(name: str) -> Response:
     """A static asset of the demo page (stylesheet, scripts, icon)."""
-    return _secure(await send_from_directory(STATIC_DIR, name))
+    return _secure(await static_file(STATIC_DIR, name))

@@ -21,7 +21,7 @@ from quart_schema import document_response, hide
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from quart_sse import __version__
-from quart_sse.blueprints import engine
+from quart_sse.blueprints import engine, static_file
 from quart_sse.blueprints.schemas import ErrorBody, Health, ServerInfo, Stats
 from quart_sse.engine import Engine
 from quart_sse.http import PATHS
@@ -162,7 +162,7 @@ def swagger_assets() -> Path:
 @hide
 async def docs_asset(name: str) -> Response:
     """A file of Swagger UI, for ``/docs``; 404 ``not_found`` for any other name."""
-    response = await send_from_directory(swagger_assets(), name)
+    response = await static_file(swagger_assets(), name)
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 

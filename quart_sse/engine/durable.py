@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from quart_sse import codes
+from quart_sse import codes, jsontext
 from quart_sse.codes import Refused
 from quart_sse.config import Settings
 from quart_sse.ids import new_id
@@ -126,17 +126,15 @@ def cursor(client: str | None, now: float | None = None) -> str:
     return str(int(client) + max(1, math.ceil(random.randint(1, 3600) / CURSOR_INTERVAL)))
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def json_record(body: bytes, *, create: bool) -> tuple[bytes, int]:
     """A JSON append as one record: its values (an array's elements, one level) joined by
     commas, and how many; 400 for invalid JSON, or an empty array outside a create."""
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise DurableRefused(codes.INVALID_JSON, f"the body is not JSON: {str(exc)[:120]}") from None
+        value = jsontext.loads(body)
+    except jsontext.NotJSON as exc:
+        raise DurableRefused(codes.INVALID_JSON, str(exc)) from None
+    except jsontext.NotUnicode as exc:
+        raise DurableRefused(codes.INVALID_JSON, f"the body's string {exc}") from None
     values = value if isinstance(value, list) else [value]
     if not values and not create:
         raise DurableRefused(codes.INVALID_REQUEST, "an empty JSON array appends nothing")
@@ -146,7 +144,7 @@ def json_record(body: bytes, *, create: bool) -> tuple[bytes, int]:
 def _join(values: Sequence[Any]) -> bytes:
     try:
         return ",".join(json.dumps(v, separators=(",", ":"), ensure_ascii=False) for v in values).encode()
-    except UnicodeEncodeError:  # a lone surrogate: keep it escaped
+    except UnicodeEncodeError:  # a lone surrogate in a record kept before they were refused
         return ",".join(json.dumps(v, separators=(",", ":")) for v in values).encode()
 
 

@@ -5,10 +5,9 @@ Shared by the edge's ``POST /chat`` and ``POST /chat/stream``.
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
 
-from quart_sse import codes
+from quart_sse import codes, jsontext
 from quart_sse.engine import Engine
 from quart_sse.http.limits import NO_SLOT, Client, Limits, StreamSlot
 from quart_sse.ids import new_id
@@ -54,49 +53,15 @@ def _json_type(value: object) -> str:
     return "a string" if isinstance(value, str) else "null"
 
 
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _not_unicode(value: object, name: str = "body") -> str | None:
-    """The name of the first string (a field, a key or an item) in ``value`` that is not
-    valid Unicode; None when every one is."""
-    if isinstance(value, str):
-        return None if _is_unicode(value) else name
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not _is_unicode(key):
-                return "a key"
-            found = _not_unicode(item, key)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for item in value:
-            found = _not_unicode(item, name)
-            if found is not None:
-                return found
-    return None
-
-
-def _is_unicode(text: str) -> bool:
-    """False for a string with a lone surrogate, which JSON's ``\\udXXX`` escapes allow
-    and UTF-8 cannot carry."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def parse_chat_body(raw: bytes, max_chars: int) -> ChatRequest:
     """The message, session id and ``if_busy`` of a chat request body, validated strictly
     (no coercion); 400 ``invalid_request`` for an ``if_busy`` not of :data:`IF_BUSY`."""
     try:
-        body = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise _bad(codes.INVALID_JSON, "the request body is not JSON") from None
-    except RecursionError:  # nested past Python's recursion limit (~1,000 deep)
-        raise _bad(codes.INVALID_JSON, "the request body is JSON nested too deep") from None
+        body = jsontext.loads(raw)
+    except jsontext.NotJSON as exc:
+        raise _bad(codes.INVALID_JSON, str(exc).replace("the body", "the request body")) from None
+    except jsontext.NotUnicode as exc:
+        raise _bad(codes.INVALID_REQUEST, f"field {exc}") from None
     if not isinstance(body, dict):
         raise _bad(codes.INVALID_REQUEST, "the request body must be a JSON object")
     message = body.get("message", _MISSING)
@@ -110,13 +75,6 @@ def parse_chat_body(raw: bytes, max_chars: int) -> ChatRequest:
             codes.INVALID_REQUEST,
             f"field 'session_id' must be a string or null, not {_json_type(session_id)}",
         )
-    if b"\\u" in raw or b"\\U" in raw:  # only escapes can make a lone surrogate
-        bad = _not_unicode(body)
-        if bad is not None:
-            raise _bad(
-                codes.INVALID_REQUEST,
-                f"field {bad!r} is not valid Unicode (a lone surrogate: a string cut inside an emoji?)",
-            )
     if session_id == "":
         raise _bad(codes.INVALID_REQUEST, "field 'session_id' is an empty string: omit it or send null")
     if_busy = body.get("if_busy")

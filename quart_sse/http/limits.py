@@ -106,12 +106,16 @@ def _networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
-def _is_address(text: str) -> bool:
+def _address(text: str) -> str | None:
+    """``text`` as an IP address in its one canonical form (``0:0::1`` is ``::1``), or None:
+    not an address, or one with an IPv6 zone (``fe80::1%eth0``), which names an interface
+    of the proxy's own machine and would let any text through as a client's identity."""
+    if "%" in text:
+        return None
     try:
-        ipaddress.ip_address(text)
+        return str(ipaddress.ip_address(text))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
@@ -173,12 +177,15 @@ class Limits:
         if not self.proxies or not _trusted(peer, self.proxies):
             return peer
         hops = [hop.strip() for hop in (header(scope, b"x-forwarded-for") or "").split(",") if hop.strip()]
+        addresses = []
         for hop in reversed(hops):
-            if not _is_address(hop):
+            address = _address(hop)
+            if address is None:
                 return peer  # not an address (``unknown``, garbage): nothing past it is believed
-            if not _trusted(hop, self.proxies):
-                return hop
-        return hops[0] if hops else peer
+            if not _trusted(address, self.proxies):
+                return address
+            addresses.append(address)
+        return addresses[-1] if addresses else peer
 
     def identify(self, scope: Mapping[str, Any], caller: Caller = EVERYONE) -> Client:
         """The client of an ASGI request made for ``caller``: its key's owner id, else its address."""

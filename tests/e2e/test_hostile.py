@@ -167,6 +167,12 @@ LONE_SURROGATES = [
     pytest.param(b'{"message": "cut emoji \\ud83d"}', id="message-high"),
     pytest.param(b'{"message": "\\ude00 low first"}', id="message-low"),
     pytest.param(b'{"message": "hi", "session_id": "abc\\ud83d"}', id="session_id"),
+    # The UTF-8 form of a surrogate (Python's json reads bytes with surrogatepass)
+    pytest.param(b'{"message": "encoded surrogate \xed\xa0\xbd"}', id="message-utf8-form"),
+    pytest.param(b'{"message": "a pair as CESU-8 \xed\xa0\xbd\xed\xb8\x80"}', id="message-cesu8-pair"),
+    pytest.param(b'{"message": "hi", "session_id": "abc\xed\xa0\xbd"}', id="session_id-utf8-form"),
+    pytest.param(b'{"message": "hi", "unknown": "x\xed\xb8\x80"}', id="unknown-field-utf8-form"),
+    pytest.param(b'{"message": "hi", "x\\udc00": 1}', id="a-key"),
 ]
 
 
@@ -181,6 +187,43 @@ async def test_a_lone_surrogate_is_400_and_leaves_nothing(
     assert_error(answer, "invalid_request")
     assert await session_count(http, server.url) == before
     await ordinary_requests_work(http, server.url)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("path", ["/chat", "/chat/stream"])
+async def test_a_surrogate_in_its_utf8_form_is_400_on_redis_and_leaves_nothing(
+    redis_server: RedisServer,
+    start_server: Callable[..., ServerProcess],
+    http: aiohttp.ClientSession,
+    path: str,
+) -> None:
+    """On Redis the UTF-8 form of a surrogate answered 500 and left an empty session."""
+    server = start_server(REDIS_URL=redis_server.url)
+    status, answer = await post_raw(http, server.url + path, b'{"message": "encoded surrogate \xed\xa0\xbd"}')
+    assert status == 400, answer
+    assert_error(answer, "invalid_request")
+    assert await session_count(http, server.url) == 0
+    await ordinary_requests_work(http, server.url)
+
+
+LOOSE_JSON = [
+    pytest.param(b'{"message": "first", "message": "second"}', id="duplicate-member"),
+    pytest.param(b'{"session_id": "nope", "session_id": null, "message": "hi"}', id="duplicate-session_id"),
+    pytest.param(b'{"message": "hi", "n": 1e999999}', id="number-past-a-float"),
+    pytest.param(b'{"message": "hi", "n": -Infinity}', id="minus-infinity"),
+    pytest.param(b'{"message": "not utf-8 \xff"}', id="not-utf8"),
+]
+
+
+@pytest.mark.parametrize("body", LOOSE_JSON)
+async def test_json_that_python_would_read_loosely_is_invalid_json(
+    server: ServerProcess, http: aiohttp.ClientSession, body: bytes
+) -> None:
+    before = await session_count(http, server.url)
+    status, answer = await post_raw(http, server.url + "/chat", body)
+    assert status == 400, answer
+    assert_error(answer, "invalid_json")
+    assert await session_count(http, server.url) == before
 
 
 # 3. JSON nested past the recursion limit --------------------------------------------------
@@ -463,6 +506,17 @@ async def test_quarts_default_static_route_is_gone(
         assert_error(await r.json(), "not_found")
 
 
+@pytest.mark.parametrize("path", ["/demo/", "/docs/assets/"])
+@pytest.mark.parametrize("name", ["x" * 256, "y" * 5000, "a/" * 200 + "b", "..%2f..%2fpyproject.toml"])
+async def test_a_static_file_name_that_is_not_a_file_is_404_not_500(
+    server: ServerProcess, http: aiohttp.ClientSession, path: str, name: str
+) -> None:
+    """A name of 256 bytes answered 500 (OSError: File name too long) and logged the install path."""
+    async with http.get(server.url + path + name) as r:
+        assert r.status == 404, await r.text()
+        assert_error(await r.json(), "not_found")
+
+
 async def test_the_openapi_schema_is_the_same_twice(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
@@ -473,3 +527,33 @@ async def test_the_openapi_schema_is_the_same_twice(
             bodies.append(await r.read())
     assert bodies[0] == bodies[1]
     assert json.loads(bodies[0])["paths"]
+
+
+# 12. The same strict JSON in Durable Streams' JSON mode -----------------------------------
+
+DURABLE_BAD_JSON = [
+    pytest.param(b'{"a": "\\ud83d"}', "is not valid Unicode", id="lone-surrogate-escape"),
+    pytest.param(b'["x\xed\xa0\xbd"]', "is not valid Unicode", id="surrogate-utf8-form"),
+    pytest.param(b"[" * 1000 + b"]" * 1000, "nested too deep", id="deep"),
+    pytest.param(b'{"a": 1, "a": 2}', "appears twice", id="duplicate-member"),
+]
+
+
+@pytest.mark.parametrize(("body", "said"), DURABLE_BAD_JSON)
+async def test_a_durable_json_append_is_read_as_strictly_as_a_chat_body(
+    server: ServerProcess, http: aiohttp.ClientSession, body: bytes, said: str
+) -> None:
+    url = f"{server.url}/v1/stream/hostile-json-{abs(hash(body))}"
+    headers = {"Content-Type": "application/json"}
+    async with http.put(url, headers=headers) as r:
+        assert r.status == 201, await r.text()
+    async with http.post(url, headers=headers, data=body) as r:
+        assert r.status == 400, await r.text()
+        answer = await r.json()
+    assert_error(answer, "invalid_json")
+    assert said in answer["error"]["message"] and "recursion" not in answer["error"]["message"]
+    async with http.post(url, headers=headers, data=b'{"a": "ok \\ud83d\\ude00"}') as r:
+        assert r.status == 204, await r.text()  # a whole pair is fine, and the stream goes on
+    async with http.get(url, params={"offset": "-1"}) as r:
+        assert r.status == 200
+        assert await r.json() == [{"a": "ok \U0001f600"}]

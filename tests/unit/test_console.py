@@ -35,7 +35,18 @@ def test_ordinary_text_is_unchanged():
     assert printable(text) == text
 
 
-@pytest.mark.parametrize("forwarded", ["unknown", "[bold]evil[/]", "999.1.1.1", "1.2.3.4, unknown"])
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        "unknown",
+        "[bold]evil[/]",
+        "999.1.1.1",
+        "1.2.3.4, unknown",
+        # an IPv6 zone id takes any text: a terminal escape, or any identity a client likes
+        "::1%\x1b]0;PWNED\x07\x1b[2J\x9b31m",
+        "fe80::1%eth0",
+    ],
+)
 def test_a_forwarded_for_that_is_not_an_address_is_not_believed(forwarded):
     limits = Limits(Settings(trusted_proxies=("127.0.0.1",)))
     scope = {"client": ("127.0.0.1", 5000), "headers": [(b"x-forwarded-for", forwarded.encode())]}
@@ -46,3 +57,10 @@ def test_a_forwarded_for_address_from_a_trusted_proxy_is_believed():
     limits = Limits(Settings(trusted_proxies=("127.0.0.1",)))
     scope = {"client": ("127.0.0.1", 5000), "headers": [(b"x-forwarded-for", b"203.0.113.9")]}
     assert limits.address(scope) == "203.0.113.9"
+
+
+def test_a_forwarded_for_address_is_taken_in_its_canonical_form():
+    # 0:0::1 and ::1 are one client: each spelling must not be a client of its own
+    limits = Limits(Settings(trusted_proxies=("127.0.0.1",)))
+    scope = {"client": ("127.0.0.1", 5000), "headers": [(b"x-forwarded-for", b"0:0:0::0:1")]}
+    assert limits.address(scope) == "::1"
