@@ -63,7 +63,12 @@ class Refused(Exception):
 
 
 def _cut(an_id: str) -> str:
-    """An id a client sent, as a message may repeat it (ids this server issues are 32 hex digits)."""
+    """An id a client sent, as a message may repeat it (ids this server issues are 32 hex
+    digits): at most 64 characters, and escaped (``\x1b``, ``\u202e``) when it holds a
+    control, format or separator character, which a client printing the message would
+    otherwise pass raw to its terminal."""
+    if not an_id.isprintable():
+        an_id = an_id.encode("unicode_escape", "backslashreplace").decode("ascii")
     return an_id if len(an_id) <= 64 else an_id[:63] + "…"
 
 

@@ -18,6 +18,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -557,3 +558,22 @@ async def test_a_durable_json_append_is_read_as_strictly_as_a_chat_body(
     async with http.get(url, params={"offset": "-1"}) as r:
         assert r.status == 200
         assert await r.json() == [{"a": "ok \U0001f600"}]
+
+
+# 13. Ids echoed in error messages ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_id", ["\x1b[31mXY\u202e[", "a\nb", "tab\there", "\u2028sep"])
+async def test_an_unknown_id_is_echoed_escaped_in_the_404_message(
+    server: ServerProcess, http: aiohttp.ClientSession, bad_id: str
+) -> None:
+    """A client that prints an error's message must not pass a terminal escape along."""
+    async with http.post(f"{server.url}/chat", json={"message": "hi", "session_id": bad_id}) as r:
+        assert r.status == 404
+        session_message = (await r.json())["error"]["message"]
+    async with http.get(f"{server.url}/streams/{quote(bad_id, safe='')}/events") as r:
+        assert r.status == 404
+        stream_message = (await r.json())["error"]["message"]
+    for message in (session_message, stream_message):
+        assert message.isprintable(), message
+        assert bad_id.encode("unicode_escape").decode() in message, message
