@@ -23,9 +23,9 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
-from client import render
+from client import options, render
 from client.answer import Answer, AnswerView, PlainView, RichView, TextView
 from client.api import DEFAULT_MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS_DEFAULT
 from client.api import MAX_BODY_BYTES, ChatAPI, RequestFailed, Unreachable
@@ -66,9 +66,32 @@ def wants_styles(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
     return not (args.plain or environ.get("TERM") == "dumb")
 
 
-def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    env = environ.get
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line on standard error (exit 2), control characters escaped."""
+
+    def error(self, message: str) -> NoReturn:
+        self.fail(f"{message} (see {self.prog} --help)")
+
+    def fail(self, message: str) -> NoReturn:
+        line = printable(message).replace("\n", "\\n").replace("\t", "\\t")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {line}\n")
+
+
+# Options that have an environment variable: option's dest -> (variable, default).  An empty
+# variable counts as unset (QUART_SSE_CHAT_HISTORY aside: empty means no history file).
+DEFAULT_URL = "http://localhost:8000"
+_FROM_ENV = {
+    "url": ("QUART_SSE_URL", DEFAULT_URL),
+    "api_key": ("QUART_SSE_API_KEY", None),
+    "reconnect_attempts": ("QUART_SSE_CHAT_ATTEMPTS", "8"),
+    "backoff": ("QUART_SSE_CHAT_BACKOFF", "0.5"),
+    "backoff_max": ("QUART_SSE_CHAT_BACKOFF_MAX", "10"),
+    "idle_timeout": ("QUART_SSE_CHAT_IDLE_TIMEOUT", "35"),
+}
+
+
+def build_parser() -> Parser:
+    parser = Parser(
         prog=PROG,
         description="Chat with a quart-sse server from the terminal; answers stream live and survive "
         "dropped connections.",
@@ -77,8 +100,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--url",
-        default=env("QUART_SSE_URL", "http://localhost:8000"),
-        help="server address (env QUART_SSE_URL; default %(default)s)",
+        help=f"server address, http:// or https:// (env QUART_SSE_URL; default {DEFAULT_URL})",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--session", metavar="ID", help="continue this session")
@@ -96,67 +118,86 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--api-key",
-        default=env("QUART_SSE_API_KEY"),
-        help="bearer key when the server sets API_KEYS (env QUART_SSE_API_KEY)",
+        help="bearer key when the server sets API_KEYS: printable ASCII, no spaces (env QUART_SSE_API_KEY)",
     )
     parser.add_argument(
         "--reconnect-attempts",
-        type=int,
         metavar="N",
-        default=env("QUART_SSE_CHAT_ATTEMPTS", "8"),
-        help="tries in a row before giving up (env QUART_SSE_CHAT_ATTEMPTS; default %(default)s)",
+        help="tries in a row before giving up (env QUART_SSE_CHAT_ATTEMPTS; default 8)",
     )
     parser.add_argument(
         "--backoff",
-        type=float,
         metavar="SECONDS",
-        default=env("QUART_SSE_CHAT_BACKOFF", "0.5"),
-        help="first reconnection delay, doubled each try, jittered "
-        "(env QUART_SSE_CHAT_BACKOFF; default %(default)s)",
+        help="first reconnection delay, doubled each try, jittered (env QUART_SSE_CHAT_BACKOFF; default 0.5)",
     )
     parser.add_argument(
         "--backoff-max",
-        type=float,
         metavar="SECONDS",
-        default=env("QUART_SSE_CHAT_BACKOFF_MAX", "10"),
-        help="longest reconnection delay (env QUART_SSE_CHAT_BACKOFF_MAX; default %(default)s)",
+        help="longest reconnection delay (env QUART_SSE_CHAT_BACKOFF_MAX; default 10)",
     )
     parser.add_argument(
         "--idle-timeout",
-        type=float,
         metavar="SECONDS",
-        default=env("QUART_SSE_CHAT_IDLE_TIMEOUT", "35"),
         help="a stream silent this long (no event, no ping) is reconnected; about twice the "
-        "server's HEARTBEAT_INTERVAL (env QUART_SSE_CHAT_IDLE_TIMEOUT; default %(default)s)",
+        "server's HEARTBEAT_INTERVAL (env QUART_SSE_CHAT_IDLE_TIMEOUT; default 35)",
     )
     parser.add_argument(
         "--history",
         metavar="PATH",
-        default=env("QUART_SSE_CHAT_HISTORY", "~/.quart_sse_chat_history"),
-        help="prompt history file, empty for none (env QUART_SSE_CHAT_HISTORY; default %(default)s)",
+        help="prompt history file, empty for none "
+        "(env QUART_SSE_CHAT_HISTORY; default ~/.quart_sse_chat_history)",
     )
     return parser
+
+
+def _resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
+    """Where each option with an environment variable got its value: ``--url`` when given
+    on the command line, else ``QUART_SSE_URL`` when set (not empty), else the default (named
+    as the option).  The value is set on ``args``."""
+    source = {}
+    for dest, (variable, default) in _FROM_ENV.items():
+        option = "--" + dest.replace("_", "-")
+        if getattr(args, dest) is not None:
+            source[dest] = option
+        elif environ.get(variable):
+            source[dest] = variable
+            setattr(args, dest, environ[variable])
+        else:
+            source[dest] = option
+            setattr(args, dest, default)
+    if args.history is None:
+        args.history = environ.get("QUART_SSE_CHAT_HISTORY", "~/.quart_sse_chat_history")
+    return source
 
 
 def parse_args(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[argparse.Namespace, ReconnectPolicy]:
-    parser = build_parser(os.environ if environ is None else environ)
+    """The options, each checked (a usage error is one line on standard error, exit 2),
+    and the reconnection policy they make."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.reconnect_attempts < 0:
-        parser.error("--reconnect-attempts must be 0 or more")
-    if args.backoff < 0 or args.backoff_max < 0 or args.idle_timeout <= 0:
-        parser.error("--backoff and --backoff-max must be 0 or more, --idle-timeout more than 0")
-    if args.message is not None and not args.message.strip():
-        parser.error("--message is empty")
-    if not args.url.startswith(("http://", "https://")):
-        parser.error(f"--url must start with http:// or https://, not {args.url!r}")
-    policy = ReconnectPolicy(
-        attempts=args.reconnect_attempts,
-        base=args.backoff,
-        cap=args.backoff_max,
-        idle_timeout=args.idle_timeout,
-    )
+    source = _resolve(args, os.environ if environ is None else environ)
+    try:
+        args.url = options.check_url(args.url, source["url"])
+        if args.api_key:  # empty: no key
+            args.api_key = options.check_api_key(args.api_key, source["api_key"])
+        if args.session is not None:
+            args.session = options.check_session(args.session, "--session")
+        if args.message is not None:
+            args.message = options.check_text(args.message, "--message")
+            if not args.message.strip():
+                raise options.OptionError("--message is empty: give the text to send")
+        policy = ReconnectPolicy(
+            attempts=options.parse_count(args.reconnect_attempts, source["reconnect_attempts"]),
+            base=options.parse_seconds(args.backoff, source["backoff"]),
+            cap=options.parse_seconds(args.backoff_max, source["backoff_max"]),
+            idle_timeout=options.parse_seconds(args.idle_timeout, source["idle_timeout"], zero=False),
+        )
+    except options.OptionError as exc:
+        parser.fail(str(exc))
+    args.reconnect_attempts = policy.attempts
+    args.backoff, args.backoff_max, args.idle_timeout = policy.base, policy.cap, policy.idle_timeout
     return args, policy
 
 

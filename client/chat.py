@@ -139,7 +139,7 @@ def too_long_text(length: int, limit: int, what: str = "The message") -> str:
 def key_bindings(limit: Callable[[], int] = lambda: DEFAULT_MAX_MESSAGE_CHARS) -> KeyBindings:
     """Alt-Enter: a new line; Ctrl-C: clear the line, or quit on an empty one; a paste that
     would make the message longer than ``limit()`` characters is refused, said in one line
-    under the prompt."""
+    under the prompt; a typed mouse event (ESC [ 1 ; 2 M) is dropped."""
     keys = KeyBindings()
 
     @keys.add("escape", "enter", filter=~is_searching)
@@ -164,6 +164,12 @@ def key_bindings(limit: Callable[[], int] = lambda: DEFAULT_MAX_MESSAGE_CHARS) -
             buffer.validation_error = ValidationError(len(buffer.text), message)
             return
         buffer.insert_text(data)
+
+    @keys.add(Keys.Vt100MouseEvent)
+    def _typed_mouse_event(event: KeyPressEvent) -> None:
+        """The prompt never turns mouse reporting on, so a "mouse event" was typed (ESC [ 1 ; 2 M)
+        or pasted without bracketing: dropped, as prompt_toolkit's own mouse handler fails on
+        the malformed ones ("Unhandled exception in event loop")."""
 
     return keys
 
@@ -190,11 +196,16 @@ def refused_text(url: str, exc: RequestFailed, *, has_key: bool) -> str:
 
 
 def editor_command() -> list[str] | None:
-    """``$VISUAL``, else ``$EDITOR``, else the first of ``editor``, ``nano``, ``vi`` found."""
+    """``$VISUAL``, else ``$EDITOR``, else the first of ``editor``, ``nano``, ``vi`` found.
+    Raises ValueError, saying which variable, when the command cannot be split as a shell
+    would (an unclosed quote)."""
     for name in ("VISUAL", "EDITOR"):
         value = os.environ.get(name, "").strip()
         if value:
-            return shlex.split(value)
+            try:
+                return shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(f"${name} is not a command a shell could run ({exc}): {value!r}") from None
     for fallback in ("editor", "nano", "vi"):
         found = shutil.which(fallback)
         if found:
@@ -417,7 +428,11 @@ class ChatApp:
 
     async def edit(self, initial: str = "") -> str | None:
         """A message written in the user's editor (None when there is no editor or it failed)."""
-        command = editor_command()
+        try:
+            command = editor_command()
+        except ValueError as exc:
+            self.say(f"✖ {exc}", "red")
+            return None
         if command is None:
             self.say("No editor: set $EDITOR (or $VISUAL).", "yellow")
             return None

@@ -42,7 +42,8 @@ class ReconnectPolicy:
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Wait before attempt ``attempt`` (1, 2, …): between half and all of the capped exponential."""
-        ceiling = min(self.cap, self.base * 2.0 ** (attempt - 1))
+        # 2.0 ** 1024 raises OverflowError (--reconnect-attempts 2000); a float product only becomes inf.
+        ceiling = min(self.cap, self.base * 2.0 ** min(attempt - 1, 1000))
         return ceiling / 2 + rand() * ceiling / 2
 
 

@@ -206,12 +206,14 @@ class RedisStore(RedisSessions):
             self.shards = CLUSTER_SHARDS if cluster else 1
             self.cluster = cluster
             self._redis = self._make(self.timeout, COMMAND_CONNECTIONS, wait=True)
-            # Readers elsewhere block in XREAD for up to a heartbeat: a longer socket timeout.
-            self._blocking = self._make(self.heartbeat + self.timeout, READER_CONNECTIONS, wait=False)
             # The shared reads block 1 s at most: a wake an unblock missed (under load the
             # XREAD can reach Redis after every retry of its CLIENT UNBLOCK) costs 1 s, not
-            # a heartbeat (one XREAD a second per slot group when idle).
-            self._watch = Watch(self._blocking, self._redis, cluster=cluster, block=min(self.heartbeat, 1.0))
+            # a heartbeat (one XREAD a second per slot group when idle).  Their socket
+            # timeout is that block and REDIS_TIMEOUT: a frozen Redis ends the readers'
+            # waits with store_unavailable within seconds (it took a heartbeat and more).
+            block = min(self.heartbeat, 1.0)
+            self._blocking = self._make(block + self.timeout, READER_CONNECTIONS, wait=False)
+            self._watch = Watch(self._blocking, self._redis, cluster=cluster, block=block)
             if cluster:  # its pool does not wait for a free connection: the guard does
                 self._gate = asyncio.Semaphore(COMMAND_CONNECTIONS)
                 # Learn the slots now: redis-py initializing on the first commands of a

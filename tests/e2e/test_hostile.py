@@ -494,6 +494,33 @@ async def test_a_frozen_redis_is_503_store_unavailable_without_its_address(
     assert (await get_json(http, f"{server.url}/health"))["status"] == "ok"
 
 
+@pytest.mark.redis
+async def test_a_frozen_redis_ends_a_reader_on_another_instance_with_store_unavailable(
+    redis_server: RedisServer, start_server: Callable[..., ServerProcess], http: aiohttp.ClientSession
+) -> None:
+    """A reader waiting in Redis for another instance's stream sat out its socket timeout
+    (a heartbeat and REDIS_TIMEOUT: 61 s here) when Redis froze; it ends with an error
+    event while Redis is still frozen (the client's own timeout, 30 s, is the bound)."""
+    slow = {"SIM_CHUNK_DELAY_MS": "200", "SIM_RESPONSE_CHUNKS": "500", "HEARTBEAT_INTERVAL": "60"}
+    a = start_server(REDIS_URL=redis_server.url, REDIS_TIMEOUT="1", **slow)
+    b = start_server(REDIS_URL=redis_server.url, REDIS_TIMEOUT="1", **slow)
+    async with http.post(f"{a.url}/chat", json={"message": "a long one"}) as r:
+        assert r.status == 202
+        events_url = (await r.json())["events_url"]
+    assert redis_server.proc is not None
+    pid = redis_server.proc.pid
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with http.get(b.url + events_url, timeout=timeout) as response:
+        assert response.status == 200
+        await read_stream(response, until=lambda data: data.get("chunk_number") == 2)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            rest = await read_stream(response)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    assert rest.last["type"] == "error" and rest.last["code"] == "store_unavailable", rest.data
+
+
 # 11. Quart's own static route is gone; the schema is stable -------------------------------
 
 
