@@ -157,6 +157,7 @@ GAUGE_HELP = {
     "owned_streams": "streams this instance generates into (Redis store)",
     "blocking_reads": "shared XREAD BLOCK commands running here (Redis store; one per slot group)",
     "blocking_keys": "stream logs those shared blocking reads wait on (Redis store)",
+    "bodies_pending": "requests whose body is being read (each for BODY_TIMEOUT at most)",
     "client_streams": "SSE responses counted against MAX_STREAMS_PER_CLIENT",
     "limited_clients": "clients with an SSE response counted against MAX_STREAMS_PER_CLIENT",
     "durable_streams": "Durable Streams held (/v1/stream/; the memory store's, or this store's index)",

@@ -145,7 +145,7 @@ EXAMPLE_MESSAGES = {
     codes.SESSION_NOT_FOUND: "no session 3f2a9c0e7b1d4e5fa6b7c8d9e0f1a2b3",
     codes.STREAM_NOT_FOUND: "no stream 9c41e2d3f4a5b6c7d8e9f0a1b2c3d4e5 (unknown or expired)",
     codes.NOTHING_TO_REGENERATE: "session 3f2a9c0e… has no user message to answer again",
-    codes.BODY_TIMEOUT: "the request body did not arrive within 60 s (BODY_TIMEOUT)",
+    codes.BODY_TIMEOUT: "the request body did not arrive within 60 s (BODY_TIMEOUT; 60 by default)",
     codes.GENERATION_RUNNING: "session 3f2a9c0e7b1d4e5fa6b7c8d9e0f1a2b3 already has a generation running "
     "(stream 9c41e2d3f4a5b6c7d8e9f0a1b2c3d4e5); wait for it to end or cancel it",
     codes.BODY_TOO_LARGE: "the request body is larger than 1048576 bytes (MAX_BODY_BYTES)",

@@ -6,6 +6,7 @@ import re
 
 from quart import Blueprint, request
 from quart_schema import document_querystring, document_response
+from werkzeug.exceptions import MethodNotAllowed
 
 from quart_sse import codes
 from quart_sse.blueprints import caller, engine
@@ -26,7 +27,10 @@ bp = Blueprint("sessions", __name__)
 
 
 async def _session(session_id: str) -> Session:
-    """The session, if the caller may see it; else 404 as for an unknown id."""
+    """The session, if the caller may see it; else 404 as for an unknown id.  ``new`` is the
+    path ``/sessions/new``, which takes POST only: 405 with ``Allow`` (no id is ``new``)."""
+    if session_id == "new":
+        raise MethodNotAllowed(valid_methods=["POST", "OPTIONS"])
     session = await engine().store.get_session(session_id)
     if session is None or not caller().sees(session.owner):
         raise codes.SessionNotFound(session_id)

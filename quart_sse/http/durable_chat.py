@@ -93,5 +93,5 @@ class MethodRefused(DurableRefused):
         super().__init__(
             codes.METHOD_NOT_ALLOWED,
             "a chat answer's stream is read-only: GET or HEAD",
-            {"Allow": "GET, HEAD"},
+            {"Allow": "GET, HEAD, OPTIONS"},
         )

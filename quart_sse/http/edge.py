@@ -133,6 +133,8 @@ class Edge:
         engine.counters.append(limits.debug_counts)
         engine.counters.append(engine.durable.store.debug_counts)  # durable streams held, readers
         engine.counters.append(engine.sessions.debug_counts)  # session streams open
+        self.bodies_pending = 0  # requests whose body is being read (each for BODY_TIMEOUT at most)
+        engine.counters.append(lambda: {"bodies_pending": self.bodies_pending})
 
     # The routing table: path pattern, then method -> handler.
     ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = ()
@@ -181,8 +183,8 @@ class Edge:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 stats.requests_ok += 1
                 return
-            if handler is None:
-                allow = ", ".join(methods)
+            if handler is None:  # Allow names OPTIONS too, as Quart's 405s do
+                allow = ", ".join((*methods, *(() if "OPTIONS" in methods else ("OPTIONS",))))
                 cors = [*cors, (b"allow", allow.encode())]
                 raise codes.Refused(codes.METHOD_NOT_ALLOWED, f"{path} takes {allow}")
             await handler(self, scope, receive, send, params)
@@ -229,6 +231,7 @@ class Edge:
         of the body is read and dropped (:meth:`linger`)."""
         settings = self.engine.settings
         deadline = asyncio.get_running_loop().time() + settings.body_timeout
+        self.bodies_pending += 1
         try:
             async with asyncio.timeout_at(deadline):
                 return await read_body(receive, settings.max_body_bytes)
@@ -242,6 +245,8 @@ class Edge:
                 error.closing = not await self.linger(scope, receive, deadline)
                 error.unread = False
             raise
+        finally:
+            self.bodies_pending -= 1
 
     async def linger(self, scope: Scope, receive: Receive, deadline: float | None = None) -> bool:
         """Read and drop a refused body (at most 4 times ``MAX_BODY_BYTES``, 64 MiB at least,

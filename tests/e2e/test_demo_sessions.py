@@ -232,7 +232,8 @@ async def test_a_session_older_than_the_first_page_is_reopened_and_listed_on_req
         # 1,000 newer sessions started elsewhere push this browser's own off the first page
         async def new_session() -> int:
             async with http.post(f"{server.url}/sessions/new") as response:
-                return response.status
+                status: int = response.status
+                return status
 
         for _ in range(10):
             assert set(await asyncio.gather(*(new_session() for _ in range(100)))) == {201}

@@ -90,6 +90,13 @@ async def test_docs_lists_every_operation_of_the_schema(server, http):
     assert "Errors" not in text.split("\n")  # Swagger UI's panel of resolver errors
     assert shown == wanted
     assert errors == []
+    # No other site may frame the page or its files; nothing is sniffed (the CSP that
+    # allows its inline start-up script still renders it: the operations above)
+    for path in ("/docs", "/docs/assets/oauth2-redirect.html", "/docs/assets/swagger-ui.css"):
+        async with http.get(server.url + path) as response:
+            assert response.status == 200, path
+            assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], path
+            assert response.headers["X-Content-Type-Options"] == "nosniff", path
 
 
 @pytest.mark.browser

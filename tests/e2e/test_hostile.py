@@ -351,6 +351,38 @@ async def test_a_body_that_never_arrives_is_408_body_timeout(
     await ordinary_requests_work(http, server.url)
 
 
+async def test_bodies_that_do_not_arrive_are_counted_in_stats_until_their_408(
+    start_server: Callable[..., ServerProcess], http: aiohttp.ClientSession
+) -> None:
+    """Connections held by a body that never comes were invisible in /stats."""
+    server = start_server(BODY_TIMEOUT="30")
+    request = (
+        b"POST /chat/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    held = []
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(request)
+        await writer.drain()
+        held.append((reader, writer))
+
+    async def pending() -> int:
+        count: int = (await get_json(http, f"{server.url}/stats"))["engine"]["bodies_pending"]
+        return count
+
+    for _ in range(5000):  # each round trip is an event, not a sleep
+        if await pending() == 5:
+            break
+    assert await pending() == 5
+    for _, writer in held:
+        writer.close()
+    for _ in range(5000):
+        if await pending() == 0:
+            break
+    assert await pending() == 0
+
+
 # 6. HEAD and wrong methods on the edge's routes -------------------------------------------
 
 
@@ -389,8 +421,28 @@ async def test_a_wrong_method_on_a_chat_route_is_405_with_allow(
     async with http.request(method, server.url + path, json={"message": "x"}) as r:
         assert r.status == 405, await r.text()
         allow = [m.strip() for m in r.headers["Allow"].split(",")]
-        assert allowed in allow and method not in allow, allow
+        assert allowed in allow and "OPTIONS" in allow and method not in allow, allow
         assert_error(await r.json(), "method_not_allowed")
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "HEAD"])
+async def test_sessions_new_takes_post_only(
+    server: ServerProcess, http: aiohttp.ClientSession, method: str
+) -> None:
+    """GET and DELETE /sessions/new answered 404 session_not_found ("new" read as an id)."""
+    async with http.request(method, f"{server.url}/sessions/new") as r:
+        assert r.status == 405, await r.text()
+        assert [m.strip() for m in r.headers["Allow"].split(",")] == ["POST", "OPTIONS"]
+        if method != "HEAD":
+            assert_error(await r.json(), "method_not_allowed")
+
+
+async def test_a_write_to_a_chat_answers_durable_stream_is_405_allowing_reads(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    async with http.post(f"{server.url}/v1/stream/chat/{'0' * 32}", data=b"x") as r:
+        assert r.status == 405, await r.text()
+        assert r.headers["Allow"] == "GET, HEAD, OPTIONS"
 
 
 # 7. Full sessions and long contexts -------------------------------------------------------
