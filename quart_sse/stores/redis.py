@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -288,14 +289,31 @@ class RedisStore(RedisSessions):
     # Scripts -----------------------------------------------------------------------------
 
     async def _session_script(
-        self, name: str, session_id: str, *args: Any, now: str | None = None, streams: Sequence[str] = ()
+        self,
+        name: str,
+        session_id: str,
+        *args: Any,
+        now: str | None = None,
+        streams: Sequence[str] = (),
+        home: str | None = None,
+        load: int | None = None,
     ) -> Any:
         """Run a script of one session with the keys of the session and of ``streams``; again
         with those of the streams it asks for (``{'?', ...}``: its session's running or queued
-        one, to close or start).  Applies the session's move in the indexes; the result."""
+        one, to close or start).  Applies the session's move in the indexes; the result.
+
+        On a single Redis (a round trip costs the client as much as the script's own work):
+        ``home``, a stream whose home (:func:`stream_home`) is written in the script's round
+        trip, first; ``load``, this instance's count of streams for the registry, written
+        with the indexes."""
         await self._client()
         now = now or now_iso()
         given = list(streams)
+        if self.cluster:  # the keys of several slots: each write on its own
+            if home is not None:
+                await self._place_stream(home, session_id)
+            home = None
+        also = None if load is None or self.cluster else functools.partial(self._queue_load, load=load)
         for _ in range(4):
             keys = session_keys(session_id)
             for stream_id in given:
@@ -310,14 +328,35 @@ class RedisStore(RedisSessions):
                 activity_ms(now),
             )
             async with self._guard():
-                reply = await self._scripts[name](keys=keys, args=(*head, *args))
+                if home is not None:
+                    reply = await self._after_home(name, home, session_id, keys, (*head, *args))
+                    home = None
+                else:
+                    reply = await self._scripts[name](keys=keys, args=(*head, *args))
             if reply[0] == b"?":
                 given += [raw.decode() for raw in reply[1:] if raw and raw.decode() not in given]
                 continue
             moved, result = reply
-            await self._reindex(session_id, moved)
+            await self._reindex(session_id, moved, also)
             return result
         raise StoreUnavailable(UNREACHABLE)  # the session changed under us four times over
+
+    async def _after_home(
+        self, name: str, stream_id: str, session_id: str, keys: list[str], args: Sequence[Any]
+    ) -> Any:
+        """``SET`` the stream's home, then the script: one pipeline (single Redis)."""
+        script = self._scripts[name]
+        for attempt in (1, 2):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    self._queue_home(pipe, stream_id, session_id)
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                    return (await pipe.execute())[1]
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.redis.script_load(script.script)
+        raise AssertionError("unreachable")
 
     async def _batch(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         """One script over several groups of keys (one slot each): one call on a single Redis
@@ -378,10 +417,14 @@ class RedisStore(RedisSessions):
             await client.set(stream_home(stream_id), session_id, px=int((self.lease + self.retention) * 1000))
         self._remember(stream_id, session_id)
 
+    def _queue_home(self, pipe: Any, stream_id: str, session_id: str) -> None:
+        """:meth:`_place_stream` queued on a pipeline."""
+        pipe.set(stream_home(stream_id), session_id, px=int((self.lease + self.retention) * 1000))
+        self._remember(stream_id, session_id)
+
     async def begin_generation(
         self, session_id: str, stream_id: str, message: Message, *, regenerate: bool = False
     ) -> int:
-        await self._place_stream(stream_id, session_id)
         found = await self._session_script(
             "BEGIN",
             session_id,
@@ -393,15 +436,20 @@ class RedisStore(RedisSessions):
             session_id,
             now=message.timestamp,
             streams=[stream_id],
+            home=stream_id,
+            load=len(self._owned) + 1,  # this stream's, if it starts (published with the indexes)
         )
+        started = not isinstance(found, (int, bytes))
+        if started:
+            self._owned[stream_id] = session_id
+        if self.cluster or not started:  # (on a single Redis a start was published above)
+            await self._publish_load()
         if found == -1:
             raise codes.SessionNotFound(session_id)
         if found == -2:
             raise codes.NothingToRegenerate(session_id)
         if isinstance(found, bytes):
             raise codes.GenerationRunning(session_id, found.decode())
-        self._owned[stream_id] = session_id
-        await self._publish_load()
         return int(found[0])
 
     async def save_answer(self, session_id: str, stream_id: str, message: Message | None) -> int | None:
@@ -536,13 +584,16 @@ class RedisStore(RedisSessions):
     async def _publish_load(self) -> None:
         """Tell the registry this instance lives and how many streams it generates."""
         client = await self._client()
-        instances, owned = self._registry(key_slot(self.instance_id.encode()) % self.shards)
-        expiry = time.time() * 1000 + self.lease * 1000
         async with self._guard():
             async with client.pipeline(transaction=False) as pipe:
-                pipe.zadd(instances, {self.instance_id: expiry})
-                pipe.hset(owned, self.instance_id, len(self._owned))
+                self._queue_load(pipe, len(self._owned))
                 await pipe.execute()
+
+    def _queue_load(self, pipe: Any, load: int) -> None:
+        """:meth:`_publish_load` queued on a pipeline, with ``load`` streams."""
+        instances, owned = self._registry(key_slot(self.instance_id.encode()) % self.shards)
+        pipe.zadd(instances, {self.instance_id: time.time() * 1000 + self.lease * 1000})
+        pipe.hset(owned, self.instance_id, load)
 
     async def _leave_registry(self) -> None:
         instances, owned = self._registry(key_slot(self.instance_id.encode()) % self.shards)

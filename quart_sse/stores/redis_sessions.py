@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redis.crc import key_slot
@@ -114,15 +114,20 @@ class RedisSessions:
             if expiry not in (None, b""):
                 pipe.zadd(exp, {session_id: float(expiry)})
 
-    async def _reindex(self, session_id: str, moved: Sequence[bytes]) -> None:
-        """Apply what a session script says of the session's place: ``[activity, expiry, owner]``."""
+    async def _reindex(
+        self, session_id: str, moved: Sequence[bytes], also: Callable[[Any], None] | None = None
+    ) -> None:
+        """Apply what a session script says of the session's place: ``[activity, expiry, owner]``;
+        ``also`` queues more plain writes on the same pipeline (one round trip for both)."""
         active, expiry, owner = moved
-        if not active and not expiry:
+        if not active and not expiry and also is None:
             return
         client = await self._client()
         async with self._guard():
             async with client.pipeline(transaction=False) as pipe:
                 self._place(pipe, session_id, owner.decode() or None, active, expiry)
+                if also is not None:
+                    also(pipe)
                 await pipe.execute()
 
     # Sessions --------------------------------------------------------------------------
