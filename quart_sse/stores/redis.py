@@ -75,6 +75,8 @@ CLUSTER_SHARDS = 16
 registry): at most this many slots take those writes, and a listing of every session reads
 this many index pairs.  One on a single Redis."""
 HOMES_CACHED = 100_000  # stream -> session entries a process remembers (each ~200 bytes)
+ABANDONED_KEPT = 10_000  # streams given up for a lost Redis, closed here once it is back
+ABANDONED_RETRY = 1.0  # seconds between tries to close them while Redis is still away
 
 
 def _tail(entries: Sequence[tuple[bytes, dict[bytes, bytes]]], finished: bool) -> Tail:
@@ -160,6 +162,11 @@ class RedisStore(RedisSessions):
         self._scripts: dict[str, Any] = {}
         self._detecting = asyncio.Lock()
         self._renewer: asyncio.Task[None] | None = None
+        # Streams given up while Redis was away (their leases are not renewed): closed by
+        # this instance as soon as Redis answers again, so that their sessions take a new
+        # message at once, not after a lease (409 generation_running until then).
+        self._abandoned: dict[str, str] = {}
+        self._closer: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._on_cancel: CancelHandler | None = None
 
@@ -241,7 +248,7 @@ class RedisStore(RedisSessions):
             self._listener = asyncio.create_task(self._listen_forever(), name="redis-control")
 
     async def aclose(self) -> None:
-        for task in (self._renewer, self._listener):
+        for task in (self._renewer, self._listener, self._closer):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -702,7 +709,9 @@ class RedisStore(RedisSessions):
         except StoreUnavailable as exc:
             log.warning("%s: ending %d generations", exc, len(batch))
             for item in batch:
-                self._owned.pop(item.stream_id, None)
+                session_id = self._owned.pop(item.stream_id, "")
+                if session_id:
+                    self._abandon(item.stream_id, session_id)
             return {item.stream_id: codes.STORE_UNAVAILABLE for item in batch}
         ended = [item.stream_id for item in items if item.finished or item.stream_id in lost]
         if ended:
@@ -711,6 +720,29 @@ class RedisStore(RedisSessions):
             with contextlib.suppress(StoreUnavailable):
                 await self._publish_load()
         return dict.fromkeys(lost, codes.INTERRUPTED) or None
+
+    def _abandon(self, stream_id: str, session_id: str) -> None:
+        """Close ``stream_id`` (given up: Redis did not take its frames) once Redis is back:
+        its answer so far saved as interrupted, its log closed, its session free.  Past
+        :data:`ABANDONED_KEPT` at once, its lease lapses and any instance closes it later."""
+        if len(self._abandoned) >= ABANDONED_KEPT:
+            return
+        self._abandoned[stream_id] = session_id
+        if self._closer is None or self._closer.done():
+            self._closer = asyncio.create_task(self._close_abandoned(), name="redis-close-abandoned")
+
+    async def _close_abandoned(self) -> None:
+        while self._abandoned:
+            for stream_id, session_id in list(self._abandoned.items()):
+                try:
+                    await self._session_script("CHECK", session_id, stream_id, "1", streams=[stream_id])
+                except StoreUnavailable:
+                    break  # Redis is still away
+                self._abandoned.pop(stream_id, None)
+            else:
+                continue
+            _cancel_kept()
+            await asyncio.sleep(ABANDONED_RETRY)
 
     async def read(self, stream_id: str, after: int) -> Tail | None:
         session_id = await self._home(stream_id)

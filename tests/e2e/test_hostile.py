@@ -573,6 +573,44 @@ async def test_a_frozen_redis_ends_a_reader_on_another_instance_with_store_unava
     assert rest.last["type"] == "error" and rest.last["code"] == "store_unavailable", rest.data
 
 
+@pytest.mark.redis
+async def test_after_a_frozen_redis_the_session_takes_a_message_without_waiting_out_the_lease(
+    redis_server: RedisServer, start_server: Callable[..., ServerProcess], http: aiohttp.ClientSession
+) -> None:
+    """A generation given up while Redis was frozen held its session until its lease lapsed
+    (409 generation_running for up to a lease after Redis was back: 120 s here); its
+    instance now closes it as soon as Redis answers (the loop below gives up at 30 s)."""
+    slow = {"SIM_CHUNK_DELAY_MS": "200", "SIM_RESPONSE_CHUNKS": "500", "HEARTBEAT_INTERVAL": "60"}
+    server = start_server(REDIS_URL=redis_server.url, REDIS_TIMEOUT="1", **slow)
+    async with http.post(f"{server.url}/chat", json={"message": "a long one"}) as r:
+        assert r.status == 202
+        accepted = await r.json()
+    assert redis_server.proc is not None
+    pid = redis_server.proc.pid
+    async with http.get(
+        server.url + accepted["events_url"], timeout=aiohttp.ClientTimeout(total=30)
+    ) as response:
+        head = await read_stream(response, until=lambda data: data.get("chunk_number") == 2)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            rest = await read_stream(response)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    assert rest.last["type"] == "error" and rest.last["code"] == "store_unavailable", rest.data
+    again = {"message": "again", "session_id": accepted["session_id"]}
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # each try a round trip: 409 until the instance has closed the old stream
+        async with http.post(f"{server.url}/chat", json=again) as r:
+            status, body = r.status, await r.json()
+        if status != 409 or asyncio.get_running_loop().time() > deadline:
+            break
+    assert status == 202, body
+    session = await get_json(http, f"{server.url}/sessions/{accepted['session_id']}")
+    first_answer = session["messages"][1]
+    assert first_answer["role"] == "model" and first_answer["interrupted"] is True, session["messages"]
+    assert first_answer["content"].startswith(head.text), (first_answer, head.text)
+
+
 # 11. Quart's own static route is gone; the schema is stable -------------------------------
 
 
