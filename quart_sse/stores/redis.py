@@ -41,6 +41,7 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
@@ -94,6 +95,11 @@ def _dump(message: Message) -> str:
 
 def _load(raw: bytes) -> Message:
     return Message(**json.loads(raw))
+
+
+def _database(url: str) -> int:
+    """The database number REDIS_URL names (``/N`` or ``?db=N``; 0 when none)."""
+    return int(parse_url(url).get("db", 0) or 0)
 
 
 def _cancel_kept() -> None:
@@ -166,6 +172,7 @@ class RedisStore(RedisSessions):
         # this instance as soon as Redis answers again, so that their sessions take a new
         # message at once, not after a lease (409 generation_running until then).
         self._abandoned: dict[str, str] = {}
+        self._misnamed = False  # REDIS_URL names a database a cluster does not have (said once)
         self._closer: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._on_cancel: CancelHandler | None = None
@@ -204,13 +211,25 @@ class RedisStore(RedisSessions):
         async with self._detecting:
             if self.cluster is not None:
                 return
-            probe = Redis.from_url(self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
+            # Database 0 for the question: a cluster refuses SELECT of any other (said below).
+            options: dict[str, Any] = {**parse_url(self.url), "db": 0}
+            probe = Redis(**options, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
             try:
                 async with self._guard():
                     info = await probe.info("cluster")
             finally:
                 await probe.aclose()
             cluster = bool(int(info.get("cluster_enabled", 0)))
+            if cluster and _database(self.url):
+                # (Each command would fail "SELECT is not allowed in cluster mode": say why once.)
+                if not self._misnamed:
+                    log.error(
+                        "REDIS_URL names database %s, but a Redis Cluster has only database 0: "
+                        "end REDIS_URL with /0 or with the port",
+                        _database(self.url),
+                    )
+                    self._misnamed = True
+                raise StoreUnavailable(UNREACHABLE)
             self.shards = CLUSTER_SHARDS if cluster else 1
             self.cluster = cluster
             self._redis = self._make(self.timeout, COMMAND_CONNECTIONS, wait=True)

@@ -296,3 +296,20 @@ async def test_health_stats_and_metrics_name_the_instance_and_count_the_cluster(
     assert a.stop() == 0
     _, health_b = await get_json(http, f"{b.url}/health")
     assert health_b["cluster"]["instances"] == 1
+
+
+@pytest.mark.redis_cluster
+async def test_a_cluster_url_naming_another_database_is_said_once_in_the_log(
+    redis_cluster, start_server, http
+):
+    """A cluster has only database 0: every request was a 503 and the log repeated "SELECT
+    is not allowed in cluster mode"; the log now says once what to change."""
+    url = redis_cluster.url.rsplit("/", 1)[0] + "/1"
+    server = start_server(REDIS_URL=url)
+    for _ in range(2):
+        async with http.post(f"{server.url}/sessions/new") as r:
+            assert r.status == 503
+            assert (await r.json())["error"]["code"] == "store_unavailable"
+    output = server.output()
+    assert output.count("a Redis Cluster has only database 0") == 1, output
+    assert "Traceback" not in output
