@@ -177,17 +177,24 @@ LONE_SURROGATES = [
 ]
 
 
+async def assert_400_leaving_nothing(
+    http: aiohttp.ClientSession, url: str, path: str, body: bytes, code: str
+) -> None:
+    """``body`` posted to ``path`` is 400 ``code``; no session is left, and the server goes on."""
+    before = await session_count(http, url)
+    status, answer = await post_raw(http, url + path, body)
+    assert status == 400, answer
+    assert_error(answer, code)
+    assert await session_count(http, url) == before
+    await ordinary_requests_work(http, url)
+
+
 @pytest.mark.parametrize("path", ["/chat", "/chat/stream"])
 @pytest.mark.parametrize("body", LONE_SURROGATES)
 async def test_a_lone_surrogate_is_400_and_leaves_nothing(
     server: ServerProcess, http: aiohttp.ClientSession, path: str, body: bytes
 ) -> None:
-    before = await session_count(http, server.url)
-    status, answer = await post_raw(http, server.url + path, body)
-    assert status == 400, answer
-    assert_error(answer, "invalid_request")
-    assert await session_count(http, server.url) == before
-    await ordinary_requests_work(http, server.url)
+    await assert_400_leaving_nothing(http, server.url, path, body, "invalid_request")
 
 
 @pytest.mark.redis
@@ -200,11 +207,8 @@ async def test_a_surrogate_in_its_utf8_form_is_400_on_redis_and_leaves_nothing(
 ) -> None:
     """On Redis the UTF-8 form of a surrogate answered 500 and left an empty session."""
     server = start_server(REDIS_URL=redis_server.url)
-    status, answer = await post_raw(http, server.url + path, b'{"message": "encoded surrogate \xed\xa0\xbd"}')
-    assert status == 400, answer
-    assert_error(answer, "invalid_request")
-    assert await session_count(http, server.url) == 0
-    await ordinary_requests_work(http, server.url)
+    body = b'{"message": "encoded surrogate \xed\xa0\xbd"}'
+    await assert_400_leaving_nothing(http, server.url, path, body, "invalid_request")
 
 
 LOOSE_JSON = [
@@ -220,11 +224,7 @@ LOOSE_JSON = [
 async def test_json_that_python_would_read_loosely_is_invalid_json(
     server: ServerProcess, http: aiohttp.ClientSession, body: bytes
 ) -> None:
-    before = await session_count(http, server.url)
-    status, answer = await post_raw(http, server.url + "/chat", body)
-    assert status == 400, answer
-    assert_error(answer, "invalid_json")
-    assert await session_count(http, server.url) == before
+    await assert_400_leaving_nothing(http, server.url, "/chat", body, "invalid_json")
 
 
 # 3. JSON nested past the recursion limit --------------------------------------------------
