@@ -804,3 +804,29 @@ async def test_running_generations_per_client_show_in_stats() -> None:
         for _ in range(2):
             assert (await call(app, "POST", "/chat", {"message": "held"})).status == 202
         assert engine_of(app).counts()["client_generations"] == 2
+
+
+async def test_the_servers_send_leaves_the_scope_when_the_request_ends() -> None:
+    """The access layer lends the server's ``send`` to the edge through the scope; Hypercorn's
+    ``send`` is a method of the stream that holds the scope, so left there it made a
+    reference cycle per request (work for the garbage collector's full passes)."""
+    from quart_sse.http.access import RAW_SEND, Access, Routes
+    from quart_sse.metrics import Stats
+
+    seen: list[bool] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        seen.append(RAW_SEND in scope)
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    from werkzeug.routing import Map
+
+    access = Access(cast(ASGIApp, app), Stats(), Routes([], Map()), log_requests=False)
+    scope: Scope = {"type": "http", "method": "GET", "path": "/health", "headers": []}
+    await access(scope, receive, send)
+    assert seen == [True] and RAW_SEND not in scope
