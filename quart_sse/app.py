@@ -75,6 +75,9 @@ def create_app(
     limits = Limits(settings)
 
     app = App("quart_sse", static_folder=None)  # the demo's assets have a route of their own
+    # A path with "//" is a 404 like any unknown path, not Werkzeug's 308 to the merged path
+    # (built from the client's own Host header, with an HTML body).
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.body_timeout
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/docs/assets/swagger-ui-bundle.js"

@@ -90,10 +90,10 @@ def _keys(name: str, raw: str) -> tuple[str, ...]:
     for number, key in enumerate(keys, 1):
         # A header value is read as Latin-1 bytes, a query string as UTF-8: a key outside
         # printable ASCII would work in one and not the other (RFC 9110 §5.5, RFC 6750 §2.1).
-        if not all(" " <= char <= "~" for char in key):
+        if not all("!" <= char <= "~" for char in key):
             raise ConfigError(
-                f"{name}: key {number} has a character outside printable ASCII, which an "
-                "Authorization header cannot carry as sent: use letters, digits and punctuation"
+                f"{name}: key {number} has a space or a character outside printable ASCII, which "
+                "an Authorization header cannot carry as sent: use letters, digits and punctuation"
             )
     return keys
 

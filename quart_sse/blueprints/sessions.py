@@ -27,9 +27,9 @@ bp = Blueprint("sessions", __name__)
 
 
 async def _session(session_id: str) -> Session:
-    """The session, if the caller may see it; else 404 as for an unknown id.  ``new`` is the
-    path ``/sessions/new``, which takes POST only: 405 with ``Allow`` (no id is ``new``)."""
-    if session_id == "new":
+    """The session, if the caller may see it; else 404 as for an unknown id.  The path
+    ``/sessions/new`` itself takes POST only: 405 with ``Allow`` (no id is ``new``)."""
+    if session_id == "new" and request.path == "/sessions/new":
         raise MethodNotAllowed(valid_methods=["POST", "OPTIONS"])
     session = await engine().store.get_session(session_id)
     if session is None or not caller().sees(session.owner):

@@ -117,6 +117,25 @@ def is_json(content_type: str) -> bool:
     return media_type(content_type) == "application/json"
 
 
+_UTF8_CHARSET = re.compile(r";\s*charset\s*=\s*\"?utf-?8\"?\s*(;|$)", re.IGNORECASE)
+
+
+def text_record(content_type: str, body: bytes) -> bytes:
+    """``body`` as a record of a stream of ``content_type``: checked to be UTF-8 (without
+    surrogates, RFC 3629) when the type says ``charset=utf-8``, else taken as it is; 400
+    for a body that is not what its stream declares (readers would disagree on it: a
+    catch-up read passes the bytes on, an SSE read replaces them)."""
+    if _UTF8_CHARSET.search(content_type):
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DurableRefused(
+                codes.INVALID_REQUEST,
+                f"the body is not UTF-8 (byte {exc.start}), as its stream's charset says",
+            ) from None
+    return body
+
+
 def cursor(client: str | None, now: float | None = None) -> str:
     """The protocol's cursor (section 8.1): the 20 s interval number, strictly above the
     client's when the client's is not behind."""
@@ -410,7 +429,7 @@ class DurableStreams:
                     if count:
                         records.append(record)
                 else:
-                    records.append(body)
+                    records.append(text_record(content_type, body))
             size = sum(len(record) for record in records)
             if size > self.bounds.max_stream_bytes:
                 raise _too_large(size, self.bounds.max_stream_bytes)
@@ -533,7 +552,10 @@ class DurableStreams:
         if body:
             if content_type is None:
                 raise DurableRefused(codes.INVALID_REQUEST, "an append needs a Content-Type")
-            record = json_record(body, create=False)[0] if is_json(meta.content_type) else body
+            if is_json(meta.content_type):
+                record = json_record(body, create=False)[0]
+            else:
+                record = text_record(meta.content_type, body)
         limit = self.bounds.max_stream_bytes
         if len(record) > limit:
             raise _too_large(len(record), limit)

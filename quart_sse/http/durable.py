@@ -54,7 +54,7 @@ EXPOSE = (
     b"Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Retry-After, WWW-Authenticate"
 )
 METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS")
-_MEDIA = re.compile(r"[\w.+-]+/[\w.+-]+")
+_MEDIA = re.compile(r"[\w.+-]+/[\w.+-]+", re.ASCII)
 _LINES = re.compile(r"\r\n|\r|\n")
 
 
@@ -145,7 +145,15 @@ async def handle(edge: Edge, scope: Scope, receive: Receive, send: Send, params:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    return header(scope, name)
+    """A header of the protocol's, or None; 400 for one with a byte outside printable ASCII
+    (a stream's Content-Type is echoed to its readers, a Producer-Id kept: RFC 9110 §5.5)."""
+    value = header(scope, name)
+    if value is not None and not all(" " <= char <= "~" for char in value):
+        raise DurableRefused(
+            codes.INVALID_REQUEST,
+            f"header {name.decode()} has a character outside printable ASCII: {value[:40]!a}",
+        )
+    return value
 
 
 async def _create(edge: Edge, scope: Scope, send: Send, path: str, body: bytes) -> None:

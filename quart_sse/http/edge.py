@@ -26,7 +26,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_to_bytes
 
 from quart_sse import codes
 from quart_sse.engine import Engine, events_url
@@ -224,6 +224,13 @@ class Edge:
         limit = self.engine.settings.max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
             raise BodyTooLarge(limit, unread=True)
+        raw_path = scope.get("raw_path")
+        if raw_path and b"%" in raw_path and not _utf8(unquote_to_bytes(raw_path)):
+            # (The server decodes such a path with U+FFFD in place of each bad byte: two
+            # different paths would name one session, stream or Durable Stream.)
+            raise codes.Refused(
+                codes.INVALID_REQUEST, "the path is not UTF-8 once percent-decoded (RFC 3986 §2.5)"
+            )
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole request body; 413 past ``MAX_BODY_BYTES`` (declared or received), 408
@@ -451,6 +458,14 @@ class Edge:
             slot.release()
             gone.task = None
             watcher.cancel()
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def shown(value: str) -> str:

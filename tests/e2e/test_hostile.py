@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+import yarl
 
 from tests.support.openai_standin import KEY, MODEL, OpenAIStandIn, Reply, chunk
 from tests.support.redis_server import RedisServer
@@ -105,6 +106,17 @@ async def raw_request(port: int, request: bytes) -> tuple[str, dict[str, str], b
     finally:
         writer.close()
     return status_line, headers, body
+
+
+async def raw_call(
+    port: int, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> tuple[int, Any]:
+    """A request with header bytes a client library would refuse; the status and the JSON body."""
+    lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"Connection: close"]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"Content-Length: " + str(len(body)).encode())
+    status_line, _, answer = await raw_request(port, b"\r\n".join(lines) + b"\r\n\r\n" + body)
+    return int(status_line.split()[1]), json.loads(answer) if answer else None
 
 
 # 1. Square brackets and escapes in messages, with message previews printed ----------------
@@ -437,6 +449,26 @@ async def test_sessions_new_takes_post_only(
             assert_error(await r.json(), "method_not_allowed")
 
 
+async def test_sessions_new_as_an_id_elsewhere_is_just_unknown(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """POST /sessions/new/clear answered 405 with Allow: POST (405 for a method it allows)."""
+    async with http.post(f"{server.url}/sessions/new/clear") as r:
+        assert r.status == 404, await r.text()
+        assert_error(await r.json(), "session_not_found")
+
+
+@pytest.mark.parametrize("path", ["/sessions//x", "/sessions/x//clear", "/docs//assets/x.css"])
+async def test_a_path_with_a_double_slash_is_a_json_404_not_a_redirect_to_the_host_header(
+    server: ServerProcess, http: aiohttp.ClientSession, path: str
+) -> None:
+    headers = {"Host": "evil.example"}
+    async with http.request("GET", server.url + path, headers=headers, allow_redirects=False) as r:
+        assert r.status in (404, 405), (r.status, r.headers.get("Location"))
+        assert "Location" not in r.headers
+        assert r.headers["Content-Type"].startswith("application/json")
+
+
 async def test_a_write_to_a_chat_answers_durable_stream_is_405_allowing_reads(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
@@ -694,3 +726,69 @@ async def test_an_unknown_id_is_echoed_escaped_in_the_404_message(
     for message in (session_message, stream_message):
         assert message.isprintable(), message
         assert bad_id.encode("unicode_escape").decode() in message, message
+
+
+# 14. Paths and Durable Streams headers and text bodies -------------------------------------
+
+BAD_PATHS = ["/v1/stream/t4%FF", "/v1/stream/t4%ED%A0%BD", "/sessions/%FF", "/streams/%ED%A0%BD/events"]
+
+
+@pytest.mark.parametrize("path", BAD_PATHS)
+async def test_a_path_that_is_not_utf8_once_decoded_is_400(
+    server: ServerProcess, http: aiohttp.ClientSession, path: str
+) -> None:
+    """%FF was read as U+FFFD: /v1/stream/t4%FF and /v1/stream/t4%FE named one stream."""
+    method = "PUT" if path.startswith("/v1/") else "GET"
+    async with http.request(method, yarl.URL(server.url + path, encoded=True)) as r:
+        assert r.status == 400, await r.text()
+        assert_error(await r.json(), "invalid_request")
+
+
+DURABLE_BAD_HEADERS = [
+    {"Producer-Id": "p\x1b[31m", "Producer-Epoch": "0", "Producer-Seq": "0"},
+    {"Stream-Seq": "\xff"},
+]
+
+
+@pytest.mark.parametrize("headers", DURABLE_BAD_HEADERS, ids=["producer-id-escape", "stream-seq-byte"])
+async def test_a_durable_header_outside_printable_ascii_is_400(
+    server: ServerProcess, http: aiohttp.ClientSession, headers: dict[str, str]
+) -> None:
+    url = f"{server.url}/v1/stream/hostile-header-{len(headers)}-{abs(hash(str(headers)))}"
+    async with http.put(url, headers={"Content-Type": "text/plain"}) as r:
+        assert r.status == 201
+    raw = [(k.encode(), v.encode("latin-1")) for k, v in {"Content-Type": "text/plain", **headers}.items()]
+    status, answer = await raw_call(server.port, "POST", url.removeprefix(server.url), raw, b"x")
+    assert status == 400, answer
+    assert_error(answer, "invalid_request")
+
+
+async def test_a_durable_content_type_with_a_byte_outside_ascii_is_400(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    url = f"{server.url}/v1/stream/hostile-content-type"
+    status, answer = await raw_call(
+        server.port, "PUT", url.removeprefix(server.url), [(b"content-type", b"text/\xff")]
+    )
+    assert status == 400, answer
+    async with http.head(url) as r:
+        assert r.status == 404  # nothing was created
+
+
+@pytest.mark.parametrize("body", [b"a\xed\xa0\xbd", b"\xff", b"cut \xe2\x82"])
+async def test_a_utf8_text_stream_refuses_bytes_that_are_not_utf8(
+    server: ServerProcess, http: aiohttp.ClientSession, body: bytes
+) -> None:
+    url = f"{server.url}/v1/stream/utf8-text-{body.hex()}"
+    text = {"Content-Type": "text/plain; charset=utf-8"}
+    async with http.put(url, headers=text, data=body) as r:
+        assert r.status == 400, await r.text()
+    async with http.put(url, headers=text) as r:
+        assert r.status == 201
+    async with http.post(url, headers=text, data=body) as r:
+        assert r.status == 400, await r.text()
+        assert_error(await r.json(), "invalid_request")
+    async with http.post(url, headers=text, data="ok é".encode()) as r:
+        assert r.status == 204
+    async with http.get(url, params={"offset": "-1"}) as r:
+        assert await r.read() == "ok é".encode()

@@ -56,9 +56,10 @@ def test_a_key_selects_gemini_and_google_api_key_wins():
         ({"ADMIN_KEYS": " , "}, "ADMIN_KEYS is set but holds no key"),
         ({"API_KEYS": " "}, "API_KEYS is set but holds no key"),
         ({"ADMIN_KEYS": "\t"}, "ADMIN_KEYS is set but holds no key"),
-        ({"API_KEYS": "good,clé"}, "API_KEYS: key 2 has a character outside printable ASCII"),
-        ({"ADMIN_KEYS": "ключ"}, "ADMIN_KEYS: key 1 has a character outside printable ASCII"),
-        ({"API_KEYS": "tab\there"}, "API_KEYS: key 1 has a character outside printable ASCII"),
+        ({"API_KEYS": "good,clé"}, "API_KEYS: key 2 has a space or a character outside printable ASCII"),
+        ({"ADMIN_KEYS": "ключ"}, "ADMIN_KEYS: key 1 has a space or a character outside printable ASCII"),
+        ({"API_KEYS": "tab\there"}, "API_KEYS: key 1 has a space or a character outside printable ASCII"),
+        ({"API_KEYS": "abc, d e"}, "API_KEYS: key 2 has a space or a character outside printable ASCII"),
         ({"LOG_MESSAGE_TEXT": "maybe"}, "LOG_MESSAGE_TEXT has value 'maybe': expected 1 or 0"),
     ],
 )
