@@ -167,6 +167,9 @@ class Settings:
     durable_max_streams_per_owner: int = _setting(1000, _positive_int)
     # Durable streams the store holds at most, every owner's: 507 past it.
     durable_max_streams: int = _setting(100_000, _positive_int)
+    # Bytes of records the memory store holds at most, every stream's: 507 past it (on
+    # Redis its own maxmemory bounds them).
+    durable_max_bytes: int = _setting(1 << 30, _positive_int)
     # Seconds between two sweeps of expired durable streams (Stream-TTL, Stream-Expires-At).
     durable_sweep_interval: float = _setting(10.0, _number(float, minimum=0.05))
 

@@ -134,7 +134,8 @@ WHEN = {
     codes.STREAM_TOO_LARGE: "the stream would hold more than `DURABLE_MAX_STREAM_BYTES` bytes of records",
     codes.TOO_MANY_DURABLE_STREAMS: "the client (its API key's owner, else its address) holds "
     "`DURABLE_MAX_STREAMS_PER_OWNER` durable streams: delete one first",
-    codes.DURABLE_STORE_FULL: "the server holds `DURABLE_MAX_STREAMS` durable streams (every client's)",
+    codes.DURABLE_STORE_FULL: "the server holds `DURABLE_MAX_STREAMS` durable streams (every client's), "
+    "or `DURABLE_MAX_BYTES` of their records (memory store)",
 }
 
 EXAMPLE_MESSAGES = {
@@ -402,7 +403,8 @@ EDGE: dict[tuple[str, str], tuple[str, str]] = {
         "`Stream-Fork-Offset`, forks another stream. The same create again answers `200`; "
         "another configuration `409`. The stream belongs to the API key that created it. "
         "Limits: `DURABLE_MAX_STREAMS_PER_OWNER` streams per client (429), `DURABLE_MAX_STREAMS` "
-        "in all (507), `DURABLE_MAX_STREAM_BYTES` per stream (413); a create counts under `RATE_LIMIT`.",
+        "in all and `DURABLE_MAX_BYTES` of records (507), `DURABLE_MAX_STREAM_BYTES` per stream (413); "
+        "a create counts under `RATE_LIMIT`.",
     ),
     (DURABLE, "post"): (
         "Append to a Durable Stream, or close it",

@@ -296,11 +296,13 @@ def _same_close(meta: DurableMeta, producer: Producer | None) -> bool:
 class Bounds:
     """What one client may cost: ``DURABLE_MAX_STREAM_BYTES`` (bytes of records per
     stream), ``DURABLE_MAX_STREAMS_PER_OWNER`` and ``DURABLE_MAX_STREAMS`` (streams held),
-    and ``DURABLE_SWEEP_INTERVAL`` (seconds between sweeps of expired streams)."""
+    ``DURABLE_MAX_BYTES`` (bytes of records the memory store holds), and
+    ``DURABLE_SWEEP_INTERVAL`` (seconds between sweeps of expired streams)."""
 
     max_stream_bytes: int = 64 << 20
     max_streams_per_owner: int = 1000
     max_streams: int = 100_000
+    max_bytes: int = 1 << 30
     sweep_interval: float = 10.0
 
 
@@ -433,6 +435,7 @@ class DurableStreams:
             size = sum(len(record) for record in records)
             if size > self.bounds.max_stream_bytes:
                 raise _too_large(size, self.bounds.max_stream_bytes)
+            self._check_bytes(size)
             result = await self.store.update(
                 path,
                 _create_change(config, content_type, owner, quota, caller_sees, source, fork_at, records),
@@ -444,6 +447,16 @@ class DurableStreams:
         if not result[0] and source is not None:  # an idempotent re-create took no new reference
             await self._release(config.forked_from or "")
         return result
+
+    def _check_bytes(self, adding: int) -> None:
+        """507 when ``adding`` bytes of records would take the store past DURABLE_MAX_BYTES."""
+        held = self.store.bytes_held()
+        if held is not None and adding and held + adding > self.bounds.max_bytes:
+            raise DurableRefused(
+                codes.DURABLE_STORE_FULL,
+                f"the server holds {held} bytes of durable streams, {adding} more would pass its most "
+                "(DURABLE_MAX_BYTES); try again when some are deleted or expire",
+            )
 
     async def _check_room(self, quota: str, now: float) -> None:
         mine, everyone = await self.store.count(quota, now)
@@ -559,6 +572,7 @@ class DurableStreams:
         limit = self.bounds.max_stream_bytes
         if len(record) > limit:
             raise _too_large(len(record), limit)
+        self._check_bytes(len(record))
         result = await self.store.update(
             path,
             _append_change(path, caller_sees, record, content_type, seq, producer, close, meta.uid, limit),
@@ -728,6 +742,7 @@ def create_durable(settings: Settings) -> DurableStreams:
         max_stream_bytes=settings.durable_max_stream_bytes,
         max_streams_per_owner=settings.durable_max_streams_per_owner,
         max_streams=settings.durable_max_streams,
+        max_bytes=settings.durable_max_bytes,
         sweep_interval=settings.durable_sweep_interval,
     )
     return DurableStreams(store, settings.durable_long_poll_timeout, SSE_LIFETIME, bounds)

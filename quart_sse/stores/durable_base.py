@@ -126,5 +126,9 @@ class DurableStore(Protocol):
         """Paths of up to ``limit`` streams whose expiry has passed at ``now`` (for the
         sweep, which expires each through :meth:`update`)."""
 
+    def bytes_held(self) -> int | None:
+        """Bytes of records of every stream held in this process (DURABLE_MAX_BYTES), or
+        None where the store's own server bounds them (Redis: its maxmemory)."""
+
     def debug_counts(self) -> dict[str, int]:
         """Figures for the leak checks (streams held, readers waiting)."""

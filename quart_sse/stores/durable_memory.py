@@ -110,6 +110,9 @@ class MemoryDurableStore:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def bytes_held(self) -> int | None:
+        return self._bytes
+
     def debug_counts(self) -> dict[str, int]:
         return {
             "durable_streams": len(self._meta),

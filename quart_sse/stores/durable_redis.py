@@ -330,5 +330,8 @@ class RedisDurableStore:
                 if not waiter.done():
                     waiter.set_result(None)
 
+    def bytes_held(self) -> int | None:
+        return None  # in Redis, bounded by its maxmemory
+
     def debug_counts(self) -> dict[str, int]:
         return {"durable_waiting": sum(len(w) for w in self._waiting.values())}

@@ -107,6 +107,25 @@ async def test_an_owner_past_its_streams_gets_429_until_it_deletes_one(launch, h
         assert response.status == 201
 
 
+async def test_the_memory_store_past_its_bytes_answers_507_until_a_stream_goes(start_server, http):
+    """Streams of 64 MiB, 1,000 to an owner: one client could fill the memory of the
+    machine (192 MiB in 1.5 s); DURABLE_MAX_BYTES bounds every stream's records in all."""
+    server = start_server(DURABLE_MAX_BYTES="1000")
+    async with http.put(f"{server.url}/v1/stream/big", headers=TEXT, data=b"x" * 600) as response:
+        assert response.status == 201
+    async with http.put(f"{server.url}/v1/stream/more", headers=TEXT, data=b"y" * 600) as response:
+        assert response.status == 507
+        assert await _error(response) == "durable_store_full"
+    async with http.put(f"{server.url}/v1/stream/more", headers=TEXT, data=b"y" * 300) as response:
+        assert response.status == 201
+    async with http.post(f"{server.url}/v1/stream/more", headers=TEXT, data=b"z" * 200) as response:
+        assert response.status == 507  # an append too
+    async with http.delete(f"{server.url}/v1/stream/big") as response:
+        assert response.status == 204
+    async with http.post(f"{server.url}/v1/stream/more", headers=TEXT, data=b"z" * 200) as response:
+        assert response.status == 204
+
+
 @pytest.mark.parametrize("store", STORES)
 async def test_a_full_store_answers_507(launch, http, store):
     server = launch(DURABLE_MAX_STREAMS="2", DURABLE_MAX_STREAMS_PER_OWNER="10")
