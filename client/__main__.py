@@ -150,11 +150,13 @@ def build_parser() -> Parser:
     return parser
 
 
-def _resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
+def _resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[dict[str, str], set[str]]:
     """Where each option with an environment variable got its value: ``--url`` when given
     on the command line, else ``QUART_SSE_URL`` when set (not empty), else the default (named
-    as the option).  The value is set on ``args``."""
+    as the option); and the options (dests) left at their default.  The value is set on
+    ``args``."""
     source = {}
+    defaulted = set()
     for dest, (variable, default) in _FROM_ENV.items():
         option = "--" + dest.replace("_", "-")
         if getattr(args, dest) is not None:
@@ -164,10 +166,11 @@ def _resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, 
             setattr(args, dest, environ[variable])
         else:
             source[dest] = option
+            defaulted.add(dest)
             setattr(args, dest, default)
     if args.history is None:
         args.history = environ.get("QUART_SSE_CHAT_HISTORY", "~/.quart_sse_chat_history")
-    return source
+    return source, defaulted
 
 
 def parse_args(
@@ -177,7 +180,7 @@ def parse_args(
     and the reconnection policy they make."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    source = _resolve(args, os.environ if environ is None else environ)
+    source, defaulted = _resolve(args, os.environ if environ is None else environ)
     try:
         args.url = options.check_url(args.url, source["url"])
         if args.api_key:  # empty: no key
@@ -188,11 +191,22 @@ def parse_args(
             args.message = options.check_text(args.message, "--message")
             if not args.message.strip():
                 raise options.OptionError("--message is empty: give the text to send")
+        attempts = options.parse_count(args.reconnect_attempts, source["reconnect_attempts"])
+        least, most = options.BACKOFF_LEAST, options.BACKOFF_MOST
+        base = options.parse_seconds(args.backoff, source["backoff"], least=least, most=most)
+        cap = options.parse_seconds(args.backoff_max, source["backoff_max"], least=least, most=most)
         policy = ReconnectPolicy(
-            attempts=options.parse_count(args.reconnect_attempts, source["reconnect_attempts"]),
-            base=options.parse_seconds(args.backoff, source["backoff"]),
-            cap=options.parse_seconds(args.backoff_max, source["backoff_max"]),
-            idle_timeout=options.parse_seconds(args.idle_timeout, source["idle_timeout"], zero=False),
+            attempts=attempts,
+            base=base,
+            cap=options.check_backoff_max(
+                cap, base, source["backoff_max"], source["backoff"], cap_default="backoff_max" in defaulted
+            ),
+            idle_timeout=options.parse_seconds(
+                args.idle_timeout,
+                source["idle_timeout"],
+                least=options.IDLE_TIMEOUT_LEAST,
+                most=options.IDLE_TIMEOUT_MOST,
+            ),
         )
     except options.OptionError as exc:
         parser.fail(str(exc))

@@ -30,7 +30,7 @@ from rich.segment import Segment, Segments
 from rich.text import Text
 
 from client import render
-from client.api import RequestFailed
+from client.api import RequestFailed, summary
 from client.blocks import BlockSplitter, split_blocks
 from client.safe import plain, printable
 from client.stats import CANCELLED, COMPLETE, LOST, REFUSED, Outcome
@@ -88,6 +88,9 @@ class Answer:
         except asyncio.CancelledError:
             out.status, out.error = CANCELLED, "cancelled by the user"
             raise
+        except Exception as exc:  # a bug: the view says what it was (not "None"), then it propagates
+            out.status, out.error = LOST, summary(exc)
+            raise
         finally:
             self._close(began)  # also when cancelled (Ctrl-C): the view shows what was received
         return out
@@ -123,7 +126,7 @@ class Answer:
             out.finish_reason = data.get("finish_reason")
         elif kind == "error":
             out.status = str(data.get("code") or "error")
-            out.error = str(data.get("message", ""))
+            out.error = str(data.get("message") or "")
 
 
 def _messages(count: Any) -> str:
@@ -173,10 +176,11 @@ class PlainView:
             self.out.write("\n")
         self.out.flush()
         if not outcome.ok:
+            reason = outcome.error or "no reason given"
             if outcome.status in (LOST, REFUSED):
-                self._say(f"error: {outcome.error}")
+                self._say(f"error: {reason}")
             else:
-                self._say(f"the answer ended with an error ({outcome.status}): {outcome.error}")
+                self._say(f"the answer ended with an error ({outcome.status}): {reason}")
 
     def _say(self, line: str) -> None:
         self.err.write(f"{self.prog}: {printable(line)}\n")
@@ -352,7 +356,7 @@ class RichView:
             self._timer.cancel()
             self._timer = None
         if self._live is None and outcome.status in (LOST, REFUSED) and not outcome.chunks:
-            self.console.print(plain(f"✖ {outcome.error}", style="red"))
+            self.console.print(plain(f"✖ {outcome.error or 'no reason given'}", style="red"))
             return
         if self._live is not None:
             self._live.update(Text(""))

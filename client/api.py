@@ -61,6 +61,14 @@ def describe(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def summary(exc: BaseException) -> str:
+    """``UnicodeError: label empty or too long``: an unexpected exception's type and the first
+    line of its text (cut short), for one line on the terminal; never ``None`` or empty."""
+    lines = str(exc).strip().splitlines() if exc.args != (None,) else []  # ValueError(None): "None"
+    text = lines[0][:200] if lines else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _host_unknown(exc: BaseException) -> bool:
     """A failed DNS look-up (``socket.gaierror``), where ``str()`` says "unknown error -2"."""
     return isinstance(exc, aiohttp.ClientConnectorDNSError) or (
@@ -107,6 +115,9 @@ class ChatAPI:
             response = await self._http.request(method, self.url(path), timeout=limits, **kwargs)
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise Unreachable(describe(exc), host_unknown=_host_unknown(exc)) from None
+        except ValueError as exc:  # also UnicodeError: a URL or host name aiohttp cannot use
+            # (options.check_url refuses those first; this keeps any it missed to one line)
+            raise Unreachable(f"the address cannot be used ({summary(exc)})", host_unknown=True) from None
         if response.status >= 300:
             try:
                 raise await _failure(response)
