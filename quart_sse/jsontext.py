@@ -58,6 +58,15 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return value
 
 
+def is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is UTF-8 (RFC 3629: no surrogate, no overlong form)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _is_unicode(text: str) -> bool:
     try:
         text.encode("utf-8")

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
 
-from quart_sse import codes
+from quart_sse import codes, jsontext
 from quart_sse.engine import Engine, events_url
 from quart_sse.engine.durable import durable_url
 from quart_sse.engine.transport import watch_receive
@@ -225,7 +225,7 @@ class Edge:
         if length is not None and length.isdigit() and int(length) > limit:
             raise BodyTooLarge(limit, unread=True)
         raw_path = scope.get("raw_path")
-        if raw_path and b"%" in raw_path and not _utf8(unquote_to_bytes(raw_path)):
+        if raw_path and b"%" in raw_path and not jsontext.is_utf8(unquote_to_bytes(raw_path)):
             # (The server decodes such a path with U+FFFD in place of each bad byte: two
             # different paths would name one session, stream or Durable Stream.)
             raise codes.Refused(
@@ -458,14 +458,6 @@ class Edge:
             slot.release()
             gone.task = None
             watcher.cancel()
-
-
-def _utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def shown(value: str) -> str:

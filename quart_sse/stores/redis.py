@@ -97,11 +97,6 @@ def _load(raw: bytes) -> Message:
     return Message(**json.loads(raw))
 
 
-def _database(url: str) -> int:
-    """The database number REDIS_URL names (``/N`` or ``?db=N``; 0 when none)."""
-    return int(parse_url(url).get("db", 0) or 0)
-
-
 def _cancel_kept() -> None:
     """Raise the cancel of the current task if a Redis call swallowed it.
 
@@ -212,7 +207,8 @@ class RedisStore(RedisSessions):
             if self.cluster is not None:
                 return
             # Database 0 for the question: a cluster refuses SELECT of any other (said below).
-            options: dict[str, Any] = {**parse_url(self.url), "db": 0}
+            options: dict[str, Any] = dict(parse_url(self.url))
+            database = int(options.pop("db", 0) or 0)
             probe = Redis(**options, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
             try:
                 async with self._guard():
@@ -220,13 +216,13 @@ class RedisStore(RedisSessions):
             finally:
                 await probe.aclose()
             cluster = bool(int(info.get("cluster_enabled", 0)))
-            if cluster and _database(self.url):
+            if cluster and database:
                 # (Each command would fail "SELECT is not allowed in cluster mode": say why once.)
                 if not self._misnamed:
                     log.error(
                         "REDIS_URL names database %s, but a Redis Cluster has only database 0: "
                         "end REDIS_URL with /0 or with the port",
-                        _database(self.url),
+                        database,
                     )
                     self._misnamed = True
                 raise StoreUnavailable(UNREACHABLE)
@@ -440,12 +436,16 @@ class RedisStore(RedisSessions):
         retention, and the renewal carries it on while the stream runs or waits in a queue."""
         client = await self._client()
         async with self._guard():
-            await client.set(stream_home(stream_id), session_id, px=int((self.lease + self.retention) * 1000))
+            await client.set(stream_home(stream_id), session_id, px=self._home_ms())
         self._remember(stream_id, session_id)
+
+    def _home_ms(self) -> int:
+        """How long a stream's home lasts unrenewed: a lease and the retention (ms)."""
+        return int((self.lease + self.retention) * 1000)
 
     def _queue_home(self, pipe: Any, stream_id: str, session_id: str) -> None:
         """:meth:`_place_stream` queued on a pipeline."""
-        pipe.set(stream_home(stream_id), session_id, px=int((self.lease + self.retention) * 1000))
+        pipe.set(stream_home(stream_id), session_id, px=self._home_ms())
         self._remember(stream_id, session_id)
 
     async def begin_generation(
@@ -647,7 +647,7 @@ class RedisStore(RedisSessions):
             # The homes of the streams generated or queued here live on with them.
             async with client.pipeline(transaction=False) as pipe:
                 for stream_id in [*self._owned, *queued]:
-                    pipe.pexpire(stream_home(stream_id), int((self.lease + self.retention) * 1000))
+                    pipe.pexpire(stream_home(stream_id), self._home_ms())
                 await pipe.execute()
         await self._publish_load()
 
