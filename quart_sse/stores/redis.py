@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import time
@@ -156,6 +155,9 @@ class RedisStore(RedisSessions):
         self.shards = 1
         self._owned: dict[str, str] = {}  # the streams generated here (leases renewed): their sessions
         self._homes: dict[str, str] = {}  # stream -> session, as read (never changes)
+        # session -> its owner ("": none), as seen (never changes): on a single Redis the
+        # session scripts write the owner's index pair themselves when it is known here.
+        self._owners: dict[str, str] = {}
         self._redis: Any = None
         self._blocking: Any = None
         self._watch: Any = None  # the shared blocking reads (a Watch, once Redis is known)
@@ -324,10 +326,11 @@ class RedisStore(RedisSessions):
         with those of the streams it asks for (``{'?', ...}``: its session's running or queued
         one, to close or start).  Applies the session's move in the indexes; the result.
 
-        On a single Redis (a round trip costs the client as much as the script's own work):
-        ``home``, a stream whose home (:func:`stream_home`) is written in the script's round
-        trip, first; ``load``, this instance's count of streams for the registry, written
-        with the indexes."""
+        On a single Redis (a round trip costs the client as much as the script's own work),
+        the script writes the session's indexes itself when its owner is known here
+        (:data:`redis_lua.HEAD`'s ``indexed``); ``home``, a stream whose home
+        (:func:`stream_home`) is written in the script's round trip, first; ``load``, this
+        instance's count of streams, written to the registry by the script."""
         await self._client()
         now = now or now_iso()
         given = list(streams)
@@ -335,11 +338,20 @@ class RedisStore(RedisSessions):
             if home is not None:
                 await self._place_stream(home, session_id)
             home = None
-        also = None if load is None or self.cluster else functools.partial(self._queue_load, load=load)
         for _ in range(4):
             keys = session_keys(session_id)
             for stream_id in given:
                 keys += stream_keys(session_id, stream_id)
+            indexed = load_until = written = ""
+            owner = self._owners.get(session_id)
+            if not self.cluster and owner is not None:
+                indexed = f"o:{owner}" if owner else "-"
+                keys += self._pair(session_id, None)
+                if owner:
+                    keys += self._pair(session_id, owner)
+            if not self.cluster and load is not None:
+                keys += self._registry(key_slot(self.instance_id.encode()) % self.shards)
+                load_until, written = str(int(time.time() * 1000 + self.lease * 1000)), str(load)
             head = (
                 session_prefix(session_id),
                 self.instance_id,
@@ -348,6 +360,9 @@ class RedisStore(RedisSessions):
                 int((self.session_ttl or 0) * 1000),
                 int(self.retention * 1000),
                 activity_ms(now),
+                indexed,
+                load_until,
+                written,
             )
             async with self._guard():
                 if home is not None:
@@ -359,7 +374,8 @@ class RedisStore(RedisSessions):
                 given += [raw.decode() for raw in reply[1:] if raw and raw.decode() not in given]
                 continue
             moved, result = reply
-            await self._reindex(session_id, moved, also)
+            self._know_owner(session_id, moved[2].decode())
+            await self._reindex(session_id, moved)
             return result
         raise StoreUnavailable(UNREACHABLE)  # the session changed under us four times over
 
@@ -468,7 +484,7 @@ class RedisStore(RedisSessions):
         started = not isinstance(found, (int, bytes))
         if started:
             self._owned[stream_id] = session_id
-        if self.cluster or not started:  # (on a single Redis a start was published above)
+        if self.cluster or not started:  # (on a single Redis a start was published by BEGIN)
             await self._publish_load()
         if found == -1:
             raise codes.SessionNotFound(session_id)

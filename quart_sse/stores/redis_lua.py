@@ -15,10 +15,13 @@ the frame, ``e`` on the final one, ``c`` the close code of a stream whose owner 
 ``S lease:X`` the owner's lease (its instance id, with a PX expiry), ``S ans:X`` the answer
 text so far (for a close by another instance).
 
-What spans sessions is not touched by a script: the indexes (by expiry and by activity, all
-sessions and each owner's), the stream → session map and the instance registry are kept by
-:mod:`quart_sse.stores.redis` and :mod:`quart_sse.stores.redis_sessions`, from what the
-scripts return.
+What spans sessions (the indexes by expiry and by activity, all sessions' and each owner's,
+the stream → session map and the instance registry) is in other slots.  On a Redis Cluster a
+script never touches it: :mod:`quart_sse.stores.redis` and
+:mod:`quart_sse.stores.redis_sessions` write it from what the scripts return.  On a single
+Redis, where one round trip costs the client about as much as a whole script, the caller
+may declare the index pairs (and the registry) after the other keys, and the session script
+writes them itself (:data:`HEAD`'s ``indexed`` and ``load``).
 
 Every key a script touches is in ``KEYS``: :data:`_PRELUDE`'s ``K`` refuses any other.  A
 script that finds it must touch a stream it was not given (the session's running stream,
@@ -26,19 +29,41 @@ to close it because its owner's lease lapsed, or its queued one) answers ``{'?',
 stream}`` before it writes anything, and the caller runs it again with those streams' keys.
 
 Frames are opaque: a script never reads one.  Every session script starts with the same
-seven arguments (:data:`HEAD`), then its own (``ARGV[8..]``), and answers ``{{activity,
-expiry, owner}, result}``: the session's new place in the indexes (``''``: unchanged).
+ten arguments (:data:`HEAD`), then its own (``ARGV[11..]``), and answers ``{{activity,
+expiry, owner}, result}``: the session's new place in the indexes that is left for the caller
+to write (``''``: unchanged, or written by the script).
 """
 
 from __future__ import annotations
 
-HEAD = ("prefix", "instance", "now_iso", "now_ms", "session_ttl_ms", "retention_ms", "activity_ms")
+HEAD = (
+    "prefix",
+    "instance",
+    "now_iso",
+    "now_ms",
+    "session_ttl_ms",
+    "retention_ms",
+    "activity_ms",
+    "indexed",
+    "load_until_ms",
+    "load",
+)
 """``prefix``: the session's key prefix (``qs:{<session>}:``); ``activity_ms``: ``now_iso`` in
-ms, the activity score of what the script does now (``now_ms`` is the clock)."""
+ms, the activity score of what the script does now (``now_ms`` is the clock).
+
+``indexed`` (single Redis only): ``''``, the caller writes the indexes; else the owner the
+caller believes the session has (``'-'`` none, ``'o:<owner>'``), whose index pair it declared
+after every other key: the shard of all sessions' pair (by expiry, by activity), then that
+owner's pair.  The script writes the move there when the session's owner is the one believed,
+and leaves it to the caller otherwise.  ``load`` (``''``: none): this instance's count of
+generated streams, written to the registry (its two keys declared last) with the lease expiry
+``load_until_ms``."""
 
 _PRELUDE = """
 local P, me, now, now_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ttl_ms, ret_ms, act_ms = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local indexed, load_until, load = ARGV[8], ARGV[9], ARGV[10]
+local SID = P:sub(5, -3)  -- the session's id (P is qs:{<id>}:)
 
 local declared = {}
 for _, k in ipairs(KEYS) do declared[k] = true end
@@ -52,8 +77,27 @@ local function ready(sid) return declared[P .. 'st:' .. sid] ~= nil end
 local SKEY, MKEY, TKEY = K(P .. 's'), K(P .. 'm'), K(P .. 'tl')
 local IX = {'', ''}  -- the session's new activity score and expiry score, for the caller
 
+-- The answer, with the session's move in the indexes: written here when the caller declared
+-- the index pair of the session's owner (single Redis), else left to the caller.
 local function done(result)
-  return {{IX[1], IX[2], redis.call('HGET', SKEY, 'owner') or ''}, result}
+  local owner = redis.call('HGET', SKEY, 'owner') or ''
+  local tail = #KEYS
+  if load ~= '' then
+    redis.call('ZADD', K(KEYS[tail - 1]), load_until, me)
+    redis.call('HSET', K(KEYS[tail]), me, load)
+    tail = tail - 2
+  end
+  local believed = owner == '' and '-' or 'o:' .. owner
+  if indexed ~= '' and indexed == believed then
+    local pairs = {KEYS[tail - 1], KEYS[tail]}
+    if owner ~= '' then pairs = {KEYS[tail - 3], KEYS[tail - 2], KEYS[tail - 1], KEYS[tail]} end
+    for i = 1, #pairs, 2 do
+      if IX[2] ~= '' then redis.call('ZADD', pairs[i], IX[2], SID) end
+      if IX[1] ~= '' then redis.call('ZADD', pairs[i + 1], IX[1], SID) end
+    end
+    IX = {'', ''}
+  end
+  return {{IX[1], IX[2], owner}, result}
 end
 
 -- A message went onto the session's list: its count and last activity follow.
@@ -147,7 +191,7 @@ end
 """
 
 
-# ARGV[8..]: stream, lease ms, the user's message (JSON), its title (the session's title if
+# ARGV[11..]: stream, lease ms, the user's message (JSON), its title (the session's title if
 # it has none yet: this is its first user message), "1" to regenerate (the trailing answers
 # are dropped and the last user message is answered again; the message is not added).
 # {turn number} when begun; the running stream's id when the slot is held by a live owner;
@@ -156,8 +200,8 @@ end
 BEGIN = (
     _PRELUDE
     + """
-local sid, lease_ms, first, title = ARGV[8], tonumber(ARGV[9]), ARGV[10], ARGV[11]
-local regen = ARGV[12] == '1'
+local sid, lease_ms, first, title = ARGV[11], tonumber(ARGV[12]), ARGV[13], ARGV[14]
+local regen = ARGV[15] == '1'
 if redis.call('EXISTS', SKEY) == 0 then return done(-1) end
 local running = redis.call('HGET', SKEY, 'generating')
 if running then
@@ -189,7 +233,7 @@ redis.call('PERSIST', MKEY)
 redis.call('PERSIST', TKEY)
 if ttl_ms > 0 then IX[2] = '+inf' end
 local meta = K(P .. 'st:' .. sid)
-redis.call('HSET', meta, 'session', ARGV[13], 'last', 0, 'owner', me)
+redis.call('HSET', meta, 'session', ARGV[16], 'last', 0, 'owner', me)
 local uid = redis.call('HGET', SKEY, 'owner')
 if uid then redis.call('HSET', meta, 'uid', uid) end
 redis.call('SET', K(P .. 'lease:' .. sid), me, 'PX', lease_ms)
@@ -197,14 +241,14 @@ return done({turn(sid, first, regen and 'r' or '')})
 """
 )
 
-# ARGV[8..]: stream, the user's message (JSON), who it counts against, the session id.
+# ARGV[11..]: stream, the user's message (JSON), who it counts against, the session id.
 # Queues the message behind the running answer: {turn number}; 0 when nothing runs (start
 # it instead); the queued stream's id when one is queued already; -1 when the session does
 # not exist.
 ENQUEUE = (
     _PRELUDE
     + """
-local sid, message, key = ARGV[8], ARGV[9], ARGV[10]
+local sid, message, key = ARGV[11], ARGV[12], ARGV[13]
 if redis.call('EXISTS', SKEY) == 0 then return done(-1) end
 local running = redis.call('HGET', SKEY, 'generating')
 if running then
@@ -220,19 +264,19 @@ local queued = redis.call('HGET', SKEY, 'queued')
 if queued then return done(queued) end
 redis.call('HSET', SKEY, 'queued', sid)
 local meta = K(P .. 'st:' .. sid)
-redis.call('HSET', meta, 'session', ARGV[11], 'last', 0, 'queued', '1', 'qmsg', message, 'qkey', key)
+redis.call('HSET', meta, 'session', ARGV[14], 'last', 0, 'queued', '1', 'qmsg', message, 'qkey', key)
 local uid = redis.call('HGET', SKEY, 'owner')
 if uid then redis.call('HSET', meta, 'uid', uid) end
 return done({turn(sid, message, 'q')})
 """
 )
 
-# ARGV[8..]: stream, code.  Takes a queued message out of its session's queue and closes its
+# ARGV[11..]: stream, code.  Takes a queued message out of its session's queue and closes its
 # log as `code`: 1, or 0 when it is not queued (any more).
 UNQUEUE = (
     _PRELUDE
     + """
-local sid, code = ARGV[8], ARGV[9]
+local sid, code = ARGV[11], ARGV[12]
 local meta = K(P .. 'st:' .. sid)
 if redis.call('HGET', meta, 'queued') ~= '1' then return done(0) end
 if redis.call('HGET', SKEY, 'queued') == sid then redis.call('HDEL', SKEY, 'queued') end
@@ -241,14 +285,14 @@ return done(1)
 """
 )
 
-# ARGV[8..]: session, stream, the answer (JSON, or "" for none), lease ms.
+# ARGV[11..]: session, stream, the answer (JSON, or "" for none), lease ms.
 # The new history length; -1 when the lease is not ours any more; -2 without a session.
 # When a message is queued behind the answer, the slot passes to it (its user message is
 # saved, its log is ours, with a lease): {length, its stream, its message, its client key}.
 SAVE = (
     _PRELUDE
     + """
-local sid, answer, lease_ms = ARGV[8], ARGV[9], tonumber(ARGV[10])
+local sid, answer, lease_ms = ARGV[11], ARGV[12], tonumber(ARGV[13])
 local meta = K(P .. 'st:' .. sid)
 if redis.call('GET', K(P .. 'lease:' .. sid)) ~= me or redis.call('HGET', meta, 'finished') == '1' then
   return done(-1)
@@ -302,13 +346,13 @@ return done({fields, redis.call('LRANGE', MKEY, 0, -1)})
 """
 )
 
-# ARGV[8..]: stream, "1" to close it even while its lease is ours (its owner lost frames).
+# ARGV[11..]: stream, "1" to close it even while its lease is ours (its owner lost frames).
 # What a reader finds when the stream is quiet: 0 unknown stream, 1 ended, still owned or
 # queued, 2 closed now because its owner's lease lapsed.
 CHECK = (
     _PRELUDE
     + """
-local sid, mine = ARGV[8], ARGV[9] == '1'
+local sid, mine = ARGV[11], ARGV[12] == '1'
 local meta = K(P .. 'st:' .. sid)
 if redis.call('HGET', meta, 'queued') == '1' then return done(1) end
 local holder = redis.call('GET', K(P .. 'lease:' .. sid))
@@ -319,7 +363,7 @@ return done(reap(sid))
 """
 )
 
-# ARGV[8..]: session.  Forget its messages (count 0, no title); 1, or 0 without the session.
+# ARGV[11..]: session.  Forget its messages (count 0, no title); 1, or 0 without the session.
 CLEAR = (
     _PRELUDE
     + """

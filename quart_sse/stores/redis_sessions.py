@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.crc import key_slot
@@ -39,6 +39,7 @@ from quart_sse.stores.base import (
 )
 
 PREFIX = "qs:"
+OWNERS_CACHED = 100_000  # session -> owner entries a process remembers
 
 
 def session_prefix(session_id: str) -> str:
@@ -73,6 +74,7 @@ class RedisSessions:
     session_ttl: float | None
     retention: float
     shards: int
+    _owners: dict[str, str]  # session -> its owner ("": none), as seen (an owner never changes)
 
     async def _client(self) -> Any:
         raise NotImplementedError
@@ -114,21 +116,23 @@ class RedisSessions:
             if expiry not in (None, b""):
                 pipe.zadd(exp, {session_id: float(expiry)})
 
-    async def _reindex(
-        self, session_id: str, moved: Sequence[bytes], also: Callable[[Any], None] | None = None
-    ) -> None:
-        """Apply what a session script says of the session's place: ``[activity, expiry, owner]``;
-        ``also`` queues more plain writes on the same pipeline (one round trip for both)."""
+    async def _reindex(self, session_id: str, moved: Sequence[bytes]) -> None:
+        """Apply what a session script left of the session's move: ``[activity, expiry, owner]``."""
         active, expiry, owner = moved
-        if not active and not expiry and also is None:
+        if not active and not expiry:
             return
         client = await self._client()
         async with self._guard():
             async with client.pipeline(transaction=False) as pipe:
                 self._place(pipe, session_id, owner.decode() or None, active, expiry)
-                if also is not None:
-                    also(pipe)
                 await pipe.execute()
+
+    def _know_owner(self, session_id: str, owner: str) -> None:
+        """Remember a session's owner (bounded: the oldest tenth goes when full)."""
+        if session_id not in self._owners and len(self._owners) >= OWNERS_CACHED:
+            for old in list(self._owners)[: OWNERS_CACHED // 10]:
+                del self._owners[old]
+        self._owners[session_id] = owner
 
     # Sessions --------------------------------------------------------------------------
 
@@ -147,6 +151,7 @@ class RedisSessions:
                     pipe.pexpire(key, int(self.session_ttl * 1000))
                 self._place(pipe, session_id, owner, activity_ms(now), self._deadline())
                 await pipe.execute()
+        self._know_owner(session_id, owner or "")
         return Session(session_id, model, now, now, owner=owner)
 
     @staticmethod

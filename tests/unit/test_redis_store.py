@@ -16,7 +16,7 @@ import pytest
 from quart_sse.codes import GenerationRunning, StoreUnavailable
 from quart_sse.models import Message, now_iso
 from quart_sse.sse import encode_chunk, encode_event
-from quart_sse.stores.base import Append, Tail
+from quart_sse.stores.base import Append, Tail, activity_ms
 from quart_sse.stores.redis import RedisStore
 
 pytestmark = pytest.mark.redis
@@ -388,3 +388,30 @@ async def test_a_queued_stream_is_not_taken_for_a_dead_one_and_goes_with_its_own
     assert info is not None and info.finished and info.closed == "interrupted"
     session = await b.get_session("s")
     assert session is not None and session.generating is None and session.queued is None
+
+
+async def test_a_turn_moves_the_session_in_its_owners_index_from_any_instance(pair):
+    # On a single Redis the session script writes the indexes itself when the instance knows
+    # the session's owner; B, which never saw the session, leaves them to its client.  Both
+    # must land in the owner's index pair and in everyone's.
+    a, b = pair
+    moves: list[list[bytes]] = []
+    reindex = b._reindex
+
+    async def spy(session_id, moved):
+        moves.append(list(moved))
+        await reindex(session_id, moved)
+
+    b._reindex = spy  # type: ignore[method-assign]
+    await a.create_session("s", "m", "2026-01-01T00:00:00+00:00", owner="k1")
+    for n, at in enumerate(["2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00"]):
+        await b.begin_generation("s", f"g{n}", Message("user", "q", at))
+        for whose in (None, "k1"):  # (by activity: the turn's time; by expiry: none while it runs)
+            expiry, active = a._pair("s", whose)
+            assert await a.redis.zscore(active, "s") == activity_ms(at)
+            assert await a.redis.zscore(expiry, "s") == float("inf")
+        assert await b.end_generation("s", f"g{n}", None) == (1 + n, None)
+    if not b.cluster:  # the first turn's move was B's to write, the second's the script's
+        assert moves[0][0] != b"" and moves[2] == [b"", b"", b"k1"]
+    else:  # a script never touches another slot
+        assert all(move[0] != b"" for move in moves[::2])
