@@ -15,7 +15,7 @@ from quart_sse.blueprints import EXTENSION, demo, sessions, streams, system
 from quart_sse.blueprints.openapi import SSEOpenAPIProvider
 from quart_sse.config import Settings
 from quart_sse.engine import Engine, Generation
-from quart_sse.engine.transport import DIRECT, DIRECT_REASON
+from quart_sse.engine.transport import DIRECT, DIRECT_REASON, release_connections
 from quart_sse.http import Edge
 from quart_sse.http.access import Access, Routes, note_route, note_stream
 from quart_sse.http.errors import register as register_errors
@@ -36,6 +36,7 @@ def tune_gc() -> None:
     """Keep what exists at start (modules, the app) out of every collection; collect less often."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    release_connections()  # (Hypercorn's connections would be cycles, each left to the collector)
 
 
 def _started(generation: Generation, active: int) -> None:

@@ -66,6 +66,37 @@ def direct_support() -> tuple[bool, str]:
 DIRECT, DIRECT_REASON = direct_support()
 
 
+def release_connections() -> bool:
+    """Have each Hypercorn connection let go of its protocol when it ends (once per process;
+    only where :data:`DIRECT` holds: the same tested releases).  True if installed.
+
+    Hypercorn's asyncio ``TCPServer`` holds its ``ProtocolWrapper``, which holds the
+    server's own ``protocol_send``: a reference cycle per connection, with the connection's
+    H11 protocol, streams, reader, writer and task group inside it, that only the cyclic
+    garbage collector frees.  At thousands of connections those collections are the paced
+    streams' worst pauses (docs/PERFORMANCE.md, "Garbage collection at b2000").  When
+    ``TCPServer.run`` returns, its task group has awaited every task of the connection and
+    the socket is closed: nothing calls the protocol again, so dropping the reference lets
+    reference counting free the whole connection at once.
+    """
+    if not DIRECT:
+        return False
+    run = TCPServer.run
+    if getattr(run, "wrapped", None) is not None:
+        return True
+
+    async def run_then_release(self: Any) -> None:
+        try:
+            await run(self)
+        finally:
+            vars(self).pop("protocol", None)
+            vars(self).pop("_task_group", None)
+
+    run_then_release.wrapped = run  # type: ignore[attr-defined]
+    TCPServer.run = run_then_release  # type: ignore[method-assign]
+    return True
+
+
 class ASGITransport:
     """A response body through ASGI: ``send`` waits while the client applies backpressure."""
 

@@ -7,13 +7,16 @@ writer (the framing DirectTransport must match); fake: the ASGI send and the soc
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import weakref
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import h11
 import pytest
 from h11._writers import ChunkedWriter
+from hypercorn.asyncio.tcp_server import TCPServer
 
 from quart_sse.engine import transport as transport_module
 from quart_sse.engine.transport import (
@@ -238,3 +241,67 @@ async def test_watch_receive_of_another_server_awaits_receive_in_a_task():
     await watch
     await asyncio.sleep(0)
     assert seen == [False]
+
+
+async def _connections_left(count: int) -> int:
+    """Serve ``count`` requests, each on a connection of its own that ends (real Hypercorn,
+    a free loopback port), with the cyclic garbage collector off: how many of the
+    connections' ``TCPServer`` objects are still alive once every one has finished."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    refs: list[weakref.ref[Any]] = []
+    finished = 0
+    run = TCPServer.run
+
+    async def counted(self: Any) -> None:
+        nonlocal finished
+        refs.append(weakref.ref(self))
+        await run(self)
+        finished += 1
+
+    async def app(scope, receive, send):  # the smallest ASGI app: one plain answer
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    listening = socket.socket()  # ours, listening before Hypercorn starts: no wait to connect
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    port = listening.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{listening.fileno()}"]
+    config.accesslog = config.errorlog = None
+    stop = asyncio.Event()
+    TCPServer.run = counted  # type: ignore[method-assign]
+    gc.disable()
+    try:
+        server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
+        for _ in range(count):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert (await reader.read()).endswith(b"ok")
+            writer.close()
+        for _ in range(2000):  # each a turn of the loop, not a wait for time to pass
+            if finished == count:
+                break
+            await asyncio.sleep(0)
+        assert finished == count
+        await asyncio.sleep(0)
+        return sum(ref() is not None for ref in refs)
+    finally:
+        TCPServer.run = run  # type: ignore[method-assign]
+        gc.enable()
+        stop.set()
+        await server
+        listening.detach()  # (Hypercorn took the descriptor and closed it)
+
+
+async def test_a_connection_that_ends_is_freed_without_the_cyclic_collector(monkeypatch):
+    original = getattr(TCPServer.run, "wrapped", TCPServer.run)
+    monkeypatch.setattr(TCPServer, "run", original)
+    assert await _connections_left(5) == 5  # Hypercorn alone: each connection is a cycle
+    assert transport_module.release_connections() is True
+    assert TCPServer.run is not original and transport_module.release_connections() is True
+    assert await _connections_left(5) == 0
