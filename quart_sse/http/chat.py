@@ -195,7 +195,9 @@ async def _start(
         if unavailable is not None:
             raise unavailable
         if session is None:
-            session = await store.create_session(new_id(), engine.provider.model, now_iso(), caller.owner)
+            session = await store.create_session(
+                new_id(), engine.provider.model, now_iso(), caller.owner, deferred=True
+            )
             engine.stats.sessions_created += 1
         elif busy and if_busy == "enqueue":
             stream_id = new_id()

@@ -146,9 +146,13 @@ class Store(Protocol):
 
     # Sessions --------------------------------------------------------------------------
     async def create_session(
-        self, session_id: str, model: str, now: str, owner: str | None = None
+        self, session_id: str, model: str, now: str, owner: str | None = None, *, deferred: bool = False
     ) -> Session:
-        """A new empty session of ``owner`` (an owner id; None: made without keys)."""
+        """A new empty session of ``owner`` (an owner id; None: made without keys).
+
+        ``deferred``: the caller begins a generation in it at once (:meth:`begin_generation`,
+        before anyone else learns its id); a store may write the session in that step's
+        round trip instead of one of its own."""
 
     async def get_session(self, session_id: str) -> Session | None: ...
 

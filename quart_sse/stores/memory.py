@@ -131,7 +131,7 @@ class MemoryStore:
     # Sessions --------------------------------------------------------------------------
 
     async def create_session(
-        self, session_id: str, model: str, now: str, owner: str | None = None
+        self, session_id: str, model: str, now: str, owner: str | None = None, *, deferred: bool = False
     ) -> Session:
         session = Session(session_id, model, now, now, owner=owner)
         if (old := self._sessions.get(session_id)) is not None:

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
@@ -158,6 +159,9 @@ class RedisStore(RedisSessions):
         # session -> its owner ("": none), as seen (never changes): on a single Redis the
         # session scripts write the owner's index pair themselves when it is known here.
         self._owners: dict[str, str] = {}
+        # Sessions created for a generation that begins at once (create_session(deferred=True)):
+        # their writes, queued on the pipeline of their first script (single Redis).
+        self._unwritten: dict[str, Callable[[Any], None]] = {}
         self._redis: Any = None
         self._blocking: Any = None
         self._watch: Any = None  # the shared blocking reads (a Watch, once Redis is known)
@@ -364,10 +368,15 @@ class RedisStore(RedisSessions):
                 load_until,
                 written,
             )
+            before: list[Callable[[Any], None]] = []
+            if (create := self._unwritten.pop(session_id, None)) is not None:
+                before.append(create)
+            if home is not None:
+                before.append(functools.partial(self._queue_home, stream_id=home, session_id=session_id))
+                home = None
             async with self._guard():
-                if home is not None:
-                    reply = await self._after_home(name, home, session_id, keys, (*head, *args))
-                    home = None
+                if before:
+                    reply = await self._after(before, name, keys, (*head, *args))
                 else:
                     reply = await self._scripts[name](keys=keys, args=(*head, *args))
             if reply[0] == b"?":
@@ -379,17 +388,19 @@ class RedisStore(RedisSessions):
             return result
         raise StoreUnavailable(UNREACHABLE)  # the session changed under us four times over
 
-    async def _after_home(
-        self, name: str, stream_id: str, session_id: str, keys: list[str], args: Sequence[Any]
+    async def _after(
+        self, before: Sequence[Callable[[Any], None]], name: str, keys: list[str], args: Sequence[Any]
     ) -> Any:
-        """``SET`` the stream's home, then the script: one pipeline (single Redis)."""
+        """Plain writes (each queues its commands on a pipeline; all idempotent), then the
+        script: one pipeline, one round trip (single Redis).  The script's reply."""
         script = self._scripts[name]
         for attempt in (1, 2):
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    self._queue_home(pipe, stream_id, session_id)
+                    for queue in before:
+                        queue(pipe)
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                    return (await pipe.execute())[1]
+                    return (await pipe.execute())[-1]
             except NoScriptError:
                 if attempt == 2:
                     raise

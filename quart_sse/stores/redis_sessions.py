@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redis.crc import key_slot
@@ -40,6 +41,7 @@ from quart_sse.stores.base import (
 
 PREFIX = "qs:"
 OWNERS_CACHED = 100_000  # session -> owner entries a process remembers
+UNWRITTEN_KEPT = 10_000  # created sessions whose writes wait for their first script
 
 
 def session_prefix(session_id: str) -> str:
@@ -75,6 +77,8 @@ class RedisSessions:
     retention: float
     shards: int
     _owners: dict[str, str]  # session -> its owner ("": none), as seen (an owner never changes)
+    _unwritten: dict[str, Callable[[Any], None]]  # sessions whose writes wait for their BEGIN
+    cluster: bool | None
 
     async def _client(self) -> Any:
         raise NotImplementedError
@@ -137,22 +141,34 @@ class RedisSessions:
     # Sessions --------------------------------------------------------------------------
 
     async def create_session(
-        self, session_id: str, model: str, now: str, owner: str | None = None
+        self, session_id: str, model: str, now: str, owner: str | None = None, *, deferred: bool = False
     ) -> Session:
+        """``deferred`` (single Redis): the session's writes wait for its first script, the
+        ``BEGIN`` of the generation the caller starts at once, and go in its round trip."""
+        create = functools.partial(self._queue_create, session_id, model, now, owner)
+        self._know_owner(session_id, owner or "")
+        if deferred and not self.cluster:
+            if len(self._unwritten) >= UNWRITTEN_KEPT:  # (each is taken at once: only a bug fills it)
+                self._unwritten.pop(next(iter(self._unwritten)))
+            self._unwritten[session_id] = create
+            return Session(session_id, model, now, now, owner=owner)
+        client = await self._client()
+        async with self._guard():
+            async with client.pipeline(transaction=False) as pipe:
+                create(pipe)
+                await pipe.execute()
+        return Session(session_id, model, now, now, owner=owner)
+
+    def _queue_create(self, session_id: str, model: str, now: str, owner: str | None, pipe: Any) -> None:
+        """A new session's writes, queued on ``pipe``."""
         key = session_keys(session_id)[0]
         fields = {"model": model, "created_at": now, "last_activity": now, "count": "0"}
         if owner is not None:
             fields["owner"] = owner
-        client = await self._client()
-        async with self._guard():
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.hset(key, mapping=fields)
-                if self.session_ttl:
-                    pipe.pexpire(key, int(self.session_ttl * 1000))
-                self._place(pipe, session_id, owner, activity_ms(now), self._deadline())
-                await pipe.execute()
-        self._know_owner(session_id, owner or "")
-        return Session(session_id, model, now, now, owner=owner)
+        pipe.hset(key, mapping=fields)
+        if self.session_ttl:
+            pipe.pexpire(key, int(self.session_ttl * 1000))
+        self._place(pipe, session_id, owner, activity_ms(now), self._deadline())
 
     @staticmethod
     def _session(session_id: str, fields: Mapping[bytes, bytes], messages: Sequence[bytes]) -> Session:

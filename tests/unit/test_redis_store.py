@@ -415,3 +415,19 @@ async def test_a_turn_moves_the_session_in_its_owners_index_from_any_instance(pa
         assert moves[0][0] != b"" and moves[2] == [b"", b"", b"k1"]
     else:  # a script never touches another slot
         assert all(move[0] != b"" for move in moves[::2])
+
+
+async def test_a_session_made_for_a_turn_is_written_with_the_turns_begin(pair):
+    # POST /chat/stream without a session: create, then BEGIN at once; on a single Redis the
+    # session's writes ride in BEGIN's round trip (on a cluster they go at once, in their slots).
+    a, b = pair
+    made = await a.create_session("s", "m", "2026-01-01T00:00:00+00:00", owner="k1", deferred=True)
+    assert made.session_id == "s" and made.owner == "k1"
+    written_at_once = bool(await a.redis.exists("qs:{s}:s"))
+    assert written_at_once is bool(a.cluster)
+    await a.begin_generation("s", "g", Message("user", "q", "2026-01-02T00:00:00+00:00"))
+    seen = await b.get_session("s")
+    assert seen is not None and seen.owner == "k1" and seen.generating == "g"
+    assert [m.content for m in seen.messages] == ["q"]
+    assert [s.session_id for s in (await b.list_sessions(owner="k1")).sessions] == ["s"]
+    assert await b.count_sessions() == 1
