@@ -106,14 +106,15 @@ class Engine:
         finally:
             self.responses.discard(task)
 
-    async def session_stream(self, send: ASGISend, session_id: str, after: int | None) -> None:
+    async def session_stream(self, send: ASGISend, session_id: str, after: int | None, start: int) -> None:
         """Write the session stream of ``session_id`` after ``after`` (a session stream id;
-        None: from the present) to ``send``, until the session is deleted (or the drain)."""
+        None: from turn ``start``, the present) to ``send``, until the session is deleted
+        (or the drain)."""
         task = asyncio.current_task()
         assert task is not None
         self.responses.add(task)
         try:
-            await self.sessions.pump(send, session_id, after)
+            await self.sessions.pump(send, session_id, after, start)
         except asyncio.CancelledError:
             if not self.responses.ended_by_drain(task):
                 raise

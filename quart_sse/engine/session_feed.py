@@ -128,16 +128,17 @@ class SessionFeed:
             return f"Last-Event-ID {after} is past turn {turn_no}'s last event ({info.last_id} so far)"
         return None
 
-    async def pump(self, send: ASGISend, session_id: str, after: int | None) -> None:
-        """Write the session stream of ``session_id`` after id ``after`` (None: from the turn
-        being generated, else the next) to ``send``; returns when the session is deleted.
-        The caller has checked that the session exists and may be read, and ``after``."""
+    async def pump(self, send: ASGISend, session_id: str, after: int | None, start: int) -> None:
+        """Write the session stream of ``session_id`` after id ``after`` (None: from turn
+        ``start``, :meth:`present` as it was before the response began) to ``send``; returns
+        when the session is deleted.  The caller has checked that the session exists and may
+        be read, and ``after``."""
         stats = self.delivery.stats
         stats.readers_open += 1
         stats.readers_opened += 1
         self.open += 1
         try:
-            await self._pump(send, session_id, after)
+            await self._pump(send, session_id, after, start)
         except StoreUnavailable as exc:
             # The response has begun (its retry frame goes first): it ends with an error
             # event without an id, and the client resumes with its Last-Event-ID.
@@ -149,16 +150,13 @@ class SessionFeed:
             self.open -= 1
             stats.readers_open -= 1
 
-    async def _pump(self, send: ASGISend, session_id: str, after: int | None) -> None:
+    async def _pump(self, send: ASGISend, session_id: str, after: int | None, start: int) -> None:
         out = _Out(self.delivery, ASGITransport(send))
         if not await out.write(retry_frame(self.delivery.retry_ms)):
             return
         noticed = False  # the turn's user_message went out as the notice of a queued turn
         if after is None:
-            present = await self._present(session_id)
-            if present is None:
-                return
-            turn_no, k = present, -1
+            turn_no, k = start, -1
         elif after == 0:  # before everything
             turn_no, k = 1, -1
         else:
@@ -201,9 +199,11 @@ class SessionFeed:
             k = 0 if done == "noticed" else -1  # its user_message went out as the notice
             noticed = False
 
-    async def _present(self, session_id: str) -> int | None:
+    async def present(self, session_id: str) -> int | None:
         """The turn a reader without ``Last-Event-ID`` starts with: the one being generated
-        (or queued), else the next one."""
+        (or queued), else the next one (None: the session is gone).  Asked before its
+        response begins: a client that sees the response and then sends a message must get
+        that message's turn, however late this look would come under load."""
         session = await self.store.get_session(session_id)
         log = await self.store.turns(session_id, 0)
         if session is None or log is None:
@@ -218,7 +218,7 @@ class SessionFeed:
         the session is gone).  The place is taken before the reset is written: a turn that
         ends after it is still sent; one that ended before it is in the session the client
         reloads."""
-        turn = await self._present(session_id)
+        turn = await self.present(session_id)
         _cut()
         if turn is None:
             return None

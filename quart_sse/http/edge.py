@@ -372,11 +372,26 @@ class Edge:
             raise codes.Refused(codes.INVALID_LAST_EVENT_ID, problem)
         if scope["method"] == "HEAD":
             return await self._head(scope, send)
+        start = 0
+        if after is None:
+            # Where a reader without an id starts is fixed before its response begins: a
+            # message its client sends once the response is there is in it.  (Looked at
+            # after, under load, a whole turn could start and end first, and be skipped.)
+            present = await engine.sessions.present(session_id)
+            if present is None:
+                raise codes.SessionNotFound(session_id)
+            start = present
         slot = self.limits.slot(scope[CLIENT])
         slot.acquire()  # 429 past MAX_STREAMS_PER_CLIENT
         raw_send = scope.get(RAW_SEND, send)  # the server's own send: the direct socket path
         await self._respond(
-            scope, receive, send, None, 0, slot, lambda: engine.session_stream(raw_send, session_id, after)
+            scope,
+            receive,
+            send,
+            None,
+            0,
+            slot,
+            lambda: engine.session_stream(raw_send, session_id, after, start),
         )
 
     async def _head(self, scope: Scope, send: Send) -> None:

@@ -26,7 +26,7 @@ from quart_sse.engine import Engine
 from quart_sse.http import Edge
 from quart_sse.http.limits import Client
 from quart_sse.http.scope import ASGIApp, Receive, Scope
-from quart_sse.models import Session
+from quart_sse.models import Session, TurnLog
 from quart_sse.sse import Event, Retry, SSEParser
 from quart_sse.stores.memory import MemoryStore
 
@@ -830,3 +830,80 @@ async def test_the_servers_send_leaves_the_scope_when_the_request_ends() -> None
     scope: Scope = {"type": "http", "method": "GET", "path": "/health", "headers": []}
     await access(scope, receive, send)
     assert seen == [True] and RAW_SEND not in scope
+
+
+# -- The session stream's start --------------------------------------------------------------
+
+
+class LateTurnLog(MemoryStore):
+    """A memory store whose turn log, while ``held``, answers a look only once the test lets
+    it (a loaded Redis); ``skipped`` is set by a wait for a turn past the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = False
+        self.looked = asyncio.Event()
+        self.go = asyncio.Event()
+        self.skipped = asyncio.Event()
+
+    def release(self) -> None:
+        self.held = False
+        self.go.set()
+
+    async def turns(self, session_id: str, after: int) -> TurnLog | None:
+        if self.held:
+            self.looked.set()
+            await self.go.wait()
+        return await super().turns(session_id, after)
+
+    async def wait_turns(self, session_id: str, after: int, block: float) -> TurnLog | None:
+        if after >= 1:
+            self.skipped.set()
+        return await super().wait_turns(session_id, after, block)
+
+
+async def first(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
+async def test_a_session_stream_without_an_id_has_the_turn_of_a_message_sent_once_it_began() -> None:
+    """A reader without Last-Event-ID starts with the turn being generated, else the next:
+    that place is taken before its response begins.  It was taken after (the retry frame
+    went first): under load a message its client sent on seeing the response could start
+    and end before the reader's look, which then chose the turn after it and waited for it
+    forever (tests/e2e/test_session_stream.py, many readers, one hanging)."""
+    store = LateTurnLog()
+    async with serving(store=store) as app:
+        session_id = (await call(app, "POST", "/sessions/new")).json()["session_id"]
+        began, wrote = asyncio.Event(), asyncio.Event()
+        body: list[bytes] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            began.set()
+            body.append(message.get("body", b""))
+            if any(isinstance(item, Event) for item in SSEParser().feed(b"".join(body))):
+                wrote.set()
+
+        store.held = True
+        scope = make_scope("GET", f"/sessions/{session_id}/events")
+        reader = asyncio.ensure_future(edge_of(app)(scope, receiver(()), send))
+        # The store answers the reader's look only after the client's whole turn, unless the
+        # reader looks before its response begins (then the client has seen nothing yet).
+        await first(began, store.looked)
+        if not began.is_set():
+            store.release()
+            await began.wait()
+        answer = await call(app, "POST", "/chat/stream", {"message": "seen open", "session_id": session_id})
+        assert answer.events()[-1].event == "complete", answer.body
+        store.release()
+        await first(wrote, store.skipped)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    events = [item for item in SSEParser().feed(b"".join(body)) if isinstance(item, Event)]
+    assert events, "the reader skipped the turn of the message sent once its response began"
+    assert events[0].json()["type"] == "user_message" and events[0].json()["turn"] == 1, events[0]
