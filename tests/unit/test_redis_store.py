@@ -402,7 +402,7 @@ async def test_a_turn_moves_the_session_in_its_owners_index_from_any_instance(pa
         moves.append(list(moved))
         await reindex(session_id, moved)
 
-    b._reindex = spy  # type: ignore[method-assign]
+    b._reindex = spy
     await a.create_session("s", "m", "2026-01-01T00:00:00+00:00", owner="k1")
     for n, at in enumerate(["2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00"]):
         await b.begin_generation("s", f"g{n}", Message("user", "q", at))
