@@ -354,8 +354,8 @@ class RedisStore(RedisSessions):
                 if owner:
                     keys += self._pair(session_id, owner)
             if not self.cluster and load is not None:
-                keys += self._registry(key_slot(self.instance_id.encode()) % self.shards)
-                load_until, written = str(int(time.time() * 1000 + self.lease * 1000)), str(load)
+                keys += self._own_registry()
+                load_until, written = str(self._lease_until_ms()), str(load)
             head = (
                 session_prefix(session_id),
                 self.instance_id,
@@ -634,22 +634,26 @@ class RedisStore(RedisSessions):
         """A shard of the instance registry: instances by lease expiry, their streams by count."""
         return f"{PREFIX}{{cc{shard}}}:instances", f"{PREFIX}{{cc{shard}}}:owned"
 
+    def _own_registry(self) -> tuple[str, str]:
+        """The registry shard that holds this instance."""
+        return self._registry(key_slot(self.instance_id.encode()) % self.shards)
+
+    def _lease_until_ms(self) -> int:
+        """When a lease taken now lapses (ms since the epoch): this instance's registry entry."""
+        return int(time.time() * 1000 + self.lease * 1000)
+
     async def _publish_load(self) -> None:
         """Tell the registry this instance lives and how many streams it generates."""
+        instances, owned = self._own_registry()
         client = await self._client()
         async with self._guard():
             async with client.pipeline(transaction=False) as pipe:
-                self._queue_load(pipe, len(self._owned))
+                pipe.zadd(instances, {self.instance_id: self._lease_until_ms()})
+                pipe.hset(owned, self.instance_id, len(self._owned))
                 await pipe.execute()
 
-    def _queue_load(self, pipe: Any, load: int) -> None:
-        """:meth:`_publish_load` queued on a pipeline, with ``load`` streams."""
-        instances, owned = self._registry(key_slot(self.instance_id.encode()) % self.shards)
-        pipe.zadd(instances, {self.instance_id: time.time() * 1000 + self.lease * 1000})
-        pipe.hset(owned, self.instance_id, load)
-
     async def _leave_registry(self) -> None:
-        instances, owned = self._registry(key_slot(self.instance_id.encode()) % self.shards)
+        instances, owned = self._own_registry()
         async with self._guard():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(instances, self.instance_id)
